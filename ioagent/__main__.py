@@ -1,0 +1,3 @@
+from ioagent.cli import main
+
+raise SystemExit(main())
