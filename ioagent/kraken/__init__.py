@@ -1,0 +1,1 @@
+"""Client for Octopus Energy's Kraken GraphQL API (device-based API only)."""

@@ -1,0 +1,118 @@
+"""GraphQL documents for the device-based Kraken API (see ioagent/simulator/schema.graphql).
+
+Values always travel as variables, never formatted into the query text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+OBTAIN_TOKEN = """
+mutation ObtainKrakenToken($input: ObtainJSONWebTokenInput!) {
+  obtainKrakenToken(input: $input) { token refreshToken refreshExpiresIn }
+}
+"""
+
+ACCOUNTS = """
+query Accounts { viewer { accounts { number } } }
+"""
+
+DEVICE_FIELDS = """
+fragment DeviceFields on SmartFlexDeviceInterface {
+  __typename
+  id
+  provider
+  deviceType
+  status { current currentState isSuspended }
+  preferences {
+    mode
+    ... on SmartFlexDevicePreferences {
+      targetType
+      unit
+      isChargingDurationCapped
+      schedules { dayOfWeek time min max upperLimit }
+    }
+  }
+  ... on SmartFlexVehicle { make model }
+  ... on SmartFlexChargePoint { make model }
+}
+"""
+
+DISPATCH_FIELDS = "start end type energyAddedKwh"
+COMPLETED_FIELDS = "start end delta meta { source location }"
+
+DEVICES = (
+    """
+query Devices($account: String!, $deviceId: String) {
+  devices(accountNumber: $account, deviceId: $deviceId) { ...DeviceFields }
+}
+"""
+    + DEVICE_FIELDS
+)
+
+PLANNED_DISPATCHES = f"""
+query PlannedDispatches($deviceId: String!) {{
+  flexPlannedDispatches(deviceId: $deviceId) {{ {DISPATCH_FIELDS} }}
+}}
+"""
+
+COMPLETED_DISPATCHES = f"""
+query CompletedDispatches($account: String!) {{
+  completedDispatches(accountNumber: $account) {{ {COMPLETED_FIELDS} }}
+}}
+"""
+
+SET_PREFERENCES = """
+mutation SetDevicePreferences($input: SmartFlexDevicePreferencesInput!) {
+  setDevicePreferences(input: $input) { id }
+}
+"""
+
+UPDATE_BOOST = """
+mutation UpdateBoostCharge($input: UpdateBoostChargeInput!) {
+  updateBoostCharge(input: $input) { id }
+}
+"""
+
+UPDATE_SMART_CONTROL = """
+mutation UpdateDeviceSmartControl($input: SmartControlInput!) {
+  updateDeviceSmartControl(input: $input) { id }
+}
+"""
+
+POLL_DEVICES_KEY = "devices"
+POLL_COMPLETED_KEY = "completedDispatches"
+
+
+def planned_key(index: int) -> str:
+    """Response key (alias) of the index-th device's planned dispatches in :func:`poll_query`."""
+    return f"planned_{index}"
+
+
+def planned_variable(index: int) -> str:
+    return f"device_{index}"
+
+
+def poll_query(device_count: int) -> str:
+    """Devices, every device's planned dispatches and the completed ones in one request."""
+    params = "".join(f", ${planned_variable(i)}: String!" for i in range(device_count))
+    planned = "".join(
+        f"  {planned_key(i)}: flexPlannedDispatches(deviceId: ${planned_variable(i)}) "
+        f"{{ {DISPATCH_FIELDS} }}\n"
+        for i in range(device_count)
+    )
+    return (
+        f"query Poll($account: String!{params}) {{\n"
+        f"  {POLL_DEVICES_KEY}: devices(accountNumber: $account) {{ ...DeviceFields }}\n"
+        f"{planned}"
+        f"  {POLL_COMPLETED_KEY}: completedDispatches(accountNumber: $account) "
+        f"{{ {COMPLETED_FIELDS} }}\n"
+        "}\n" + DEVICE_FIELDS
+    )
+
+
+def poll_variables(account: str, device_ids: Sequence[str]) -> dict[str, str]:
+    variables = {"account": account}
+    for index, device_id in enumerate(device_ids):
+        variables[planned_variable(index)] = device_id
+    return variables
