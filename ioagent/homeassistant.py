@@ -1,0 +1,463 @@
+"""Home Assistant MQTT discovery: the retained payloads that make ioagent's topics appear in HA.
+
+Pure: every function builds strings from its arguments; the daemon publishes them (retained)
+on start, after every reconnect and after HA announces ``online`` on :func:`HA_STATUS_TOPIC`.
+
+Design (see ``docs/home-assistant.md``):
+
+- One HA device per Octopus account, announced with device-based discovery on
+  ``<prefix>/device/ioagent_<account>/config``. The car's make and model go in the model string.
+- ``unique_id`` is ``ioagent_<account>_<entity key>``. It never contains the Octopus device id,
+  because Octopus issues a new one when a car is re-registered, and it does not contain the
+  make/model either, because the topics it reads are per account: a new car keeps the entity
+  ids, history and automations.
+- Entities read and write exactly the topics of :class:`ioagent.topics.Topics`; controls send
+  to the command topics the daemon listens on and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ioagent.config import HomeAssistantSettings
+from ioagent.kraken.types import Device
+from ioagent.topics import Topics
+
+ORIGIN_NAME = "ioagent"
+MANUFACTURER = "Octopus Energy"
+PRODUCT = "Intelligent Octopus"
+
+AVAILABLE = "online"
+NOT_AVAILABLE = "offline"
+HA_ONLINE = "online"
+"""The birth payload HA publishes on :func:`HA_STATUS_TOPIC` after it starts."""
+REPUBLISH_DELAY_SECONDS = (1.0, 5.0)
+"""After HA's birth message, wait a random time in this range before republishing, so a
+restarted HA is not flooded by every bridge at the same instant."""
+
+TRUE = "true"
+FALSE = "false"
+ON = "on"
+OFF = "off"
+REFRESH_PAYLOAD = "PRESS"
+
+DEVICE_STATES = (
+    "AUTHENTICATION_PENDING",
+    "AUTHENTICATION_FAILED",
+    "AUTHENTICATION_COMPLETE",
+    "TEST_CHARGE_IN_PROGRESS",
+    "TEST_CHARGE_FAILED",
+    "TEST_CHARGE_NOT_AVAILABLE",
+    "SETUP_COMPLETE",
+    "SMART_CONTROL_CAPABLE",
+    "SMART_CONTROL_IN_PROGRESS",
+    "BOOSTING",
+    "SMART_CONTROL_OFF",
+    "SMART_CONTROL_NOT_AVAILABLE",
+    "LOST_CONNECTION",
+    "RETIRED",
+    "UNKNOWN",
+)
+"""``device/state`` values. HA rejects an enum value outside ``options``, so the template maps
+anything else (a state Octopus adds later) to ``UNKNOWN``."""
+
+API_STATES = ("ok", "degraded", "rate_limited", "auth_failed", "api_changed")
+
+TARGET_SOC_MIN = 10
+TARGET_SOC_MAX = 100
+TARGET_SOC_STEP = 5
+
+READY_BY_OPTIONS = tuple(
+    f"{minutes // 60:02d}:{minutes % 60:02d}" for minutes in range(240, 661, 30)
+)
+"""04:00 … 11:00 in 30-minute steps, as the Octopus app offers."""
+
+# Only HA's sensor treats the rendered text "None" as "no value"; an empty payload is ignored
+# and would leave the previous instant on screen.
+_EMPTY_AS_NONE = "{{ value if value else None }}"
+_DEVICE_STATE_TEMPLATE = (
+    "{% set known = " + json.dumps(list(DEVICE_STATES)) + " %}"
+    "{{ value if value in known else 'UNKNOWN' }}"
+)
+
+
+def HA_STATUS_TOPIC(prefix: str) -> str:
+    """Named like a constant because it is one per prefix. The topic on which HA publishes ``online`` (birth) and ``offline`` (will)."""
+    return f"{_clean_prefix(prefix)}/status"
+
+
+def account_slug(account: str) -> str:
+    """``A-1234ABCD`` -> ``a_1234abcd``: valid in object ids, unique ids and entity ids."""
+    slug = re.sub(r"[^a-z0-9]+", "_", account.lower()).strip("_")
+    if not slug:
+        raise ValueError("account number has no letters or digits to build ids from")
+    return slug
+
+
+def device_object_id(account: str) -> str:
+    return f"{ORIGIN_NAME}_{account_slug(account)}"
+
+
+def discovery_topic(prefix: str, account: str) -> str:
+    """The one device-discovery topic used for ``account``."""
+    return f"{_clean_prefix(prefix)}/device/{device_object_id(account)}/config"
+
+
+def discovery_messages(
+    topics: Topics,
+    *,
+    account: str,
+    devices: Sequence[Device],
+    settings: HomeAssistantSettings,
+    sw_version: str,
+    read_only: bool = False,
+    support_url: str | None = None,
+) -> dict[str, str]:
+    """Discovery topic -> retained JSON payload for ``account``.
+
+    With ``settings.enabled`` false this returns the removal message for the same topic, so the
+    daemon can always publish what it gets and a disabled integration cleans up after itself.
+    Device entities (state, controls) appear only when ``devices`` is not empty. With
+    ``read_only`` the controls become plain sensors, because the daemon would ignore commands.
+    """
+    topic = discovery_topic(settings.prefix, account)
+    if not settings.enabled:
+        return removal_messages([topic])
+    slug = account_slug(account)
+    components = _account_components(topics, slug)
+    if devices:
+        components.update(_device_components(topics, slug, read_only=read_only))
+    if not read_only:
+        components["refresh"] = _entity(
+            slug,
+            "refresh",
+            "button",
+            "Refresh plan",
+            command_topic=topics.refresh,
+            payload_press=REFRESH_PAYLOAD,
+            entity_category="diagnostic",
+            icon="mdi:refresh",
+        )
+    origin: dict[str, str] = {"name": ORIGIN_NAME, "sw_version": sw_version}
+    if support_url:
+        origin["support_url"] = support_url
+    payload = {
+        "device": {
+            "identifiers": [device_object_id(account)],
+            "name": f"{PRODUCT} {account}",
+            "manufacturer": MANUFACTURER,
+            "model": device_model(devices),
+            "sw_version": sw_version,
+        },
+        "origin": origin,
+        "availability": [
+            {
+                "topic": topics.status,
+                "payload_available": AVAILABLE,
+                "payload_not_available": NOT_AVAILABLE,
+            }
+        ],
+        # At least once: a dropped command would silently not change the charge.
+        "qos": 1,
+        "components": components,
+    }
+    return {topic: _dumps(payload)}
+
+
+def device_model(devices: Sequence[Device]) -> str:
+    """``Intelligent Octopus (Tesla Model 3)``; live devices are named before others."""
+    chosen = [device for device in devices if device.is_live] or list(devices)
+    names: list[str] = []
+    for device in chosen:
+        name = " ".join(
+            part.strip() for part in (device.make, device.model) if part and part.strip()
+        )
+        if name and name not in names:
+            names.append(name)
+    return f"{PRODUCT} ({', '.join(names)})" if names else PRODUCT
+
+
+def removal_messages(previous_topics: Iterable[str]) -> dict[str, str]:
+    """An empty retained payload per discovery topic: HA removes the device and its entities,
+    and the broker drops the retained config."""
+    return dict.fromkeys(previous_topics, "")
+
+
+def component_removal(previous: Mapping[str, str], current: Mapping[str, str]) -> dict[str, str]:
+    """Messages that move HA from ``previous`` to ``current`` discovery payloads.
+
+    A component that ``previous`` had and ``current`` lacks is sent with only its ``platform``
+    (HA's way to remove one entity of a device); a topic ``current`` lacks is removed entirely.
+    Once HA has seen the platform-only stub, the next ``current`` may drop it.
+    """
+    messages = dict(current)
+    for topic, old_payload in previous.items():
+        old_components = _components(old_payload)
+        if topic not in current:
+            if old_payload:
+                messages[topic] = ""
+            continue
+        if not current[topic]:
+            continue
+        new_root = json.loads(current[topic])
+        new_components: dict[str, Any] = new_root.setdefault("components", {})
+        gone = {
+            key: {"platform": config["platform"]}
+            for key, config in old_components.items()
+            # A stub is sent once; carrying it on would keep it in the retained config forever.
+            if key not in new_components and "platform" in config and len(config) > 1
+        }
+        if gone:
+            new_components.update(gone)
+            messages[topic] = _dumps(new_root)
+    return messages
+
+
+def referenced_topics(messages: Mapping[str, str]) -> tuple[set[str], set[str]]:
+    """(topics HA reads: state, availability, attributes; topics HA writes: commands)."""
+    reads: set[str] = set()
+    writes: set[str] = set()
+    for payload in messages.values():
+        if not payload:
+            continue
+        root = json.loads(payload)
+        configs = [root, *root.get("components", {}).values()]
+        for config in configs:
+            for entry in config.get("availability", []):
+                reads.add(entry["topic"])
+            for key, value in config.items():
+                if not key.endswith("_topic") or not isinstance(value, str):
+                    continue
+                (writes if key.endswith("command_topic") else reads).add(value)
+    return reads, writes
+
+
+# --- components ------------------------------------------------------------------------------
+
+
+def _account_components(topics: Topics, slug: str) -> dict[str, dict[str, Any]]:
+    return {
+        "offpeak": _entity(
+            slug,
+            "offpeak",
+            "binary_sensor",
+            "Off-peak",
+            state_topic=topics.offpeak,
+            payload_on=TRUE,
+            payload_off=FALSE,
+            icon="mdi:clock-check-outline",
+        ),
+        "dispatching": _entity(
+            slug,
+            "dispatching",
+            "binary_sensor",
+            "Charge slot active",
+            state_topic=topics.dispatching,
+            payload_on=TRUE,
+            payload_off=FALSE,
+            icon="mdi:ev-station",
+        ),
+        "next_offpeak_start": _timestamp(
+            slug, "next_offpeak_start", "Next off-peak start", topics.next_offpeak_start
+        ),
+        "offpeak_end": _timestamp(slug, "offpeak_end", "Off-peak end", topics.offpeak_end),
+        "next_dispatch_start": _timestamp(
+            slug, "next_dispatch_start", "Next dispatch start", topics.next_dispatch_start
+        ),
+        "next_dispatch_end": _timestamp(
+            slug, "next_dispatch_end", "Dispatch end", topics.next_dispatch_end
+        ),
+        # No state_class: energy allows only total/total_increasing, and both make HA compile a
+        # running "sum" and offer the sensor as a meter on the Energy dashboard. A plan that
+        # rises and falls is neither; without a state_class HA just records the value.
+        "planned_kwh": _entity(
+            slug,
+            "planned_kwh",
+            "sensor",
+            "Planned energy",
+            state_topic=topics.planned_kwh,
+            device_class="energy",
+            unit_of_measurement="kWh",
+            suggested_display_precision=1,
+            icon="mdi:car-electric",
+        ),
+        "planned_dispatches": _entity(
+            slug,
+            "planned_dispatches",
+            "sensor",
+            "Planned dispatches",
+            state_topic=topics.planned,
+            value_template="{{ value_json | length }}",
+            json_attributes_topic=topics.planned,
+            json_attributes_template="{{ {'dispatches': value_json} | to_json }}",
+            icon="mdi:calendar-clock",
+        ),
+        "api": _entity(
+            slug,
+            "api",
+            "sensor",
+            "API status",
+            state_topic=topics.api,
+            value_template="{{ value_json.state }}",
+            device_class="enum",
+            options=list(API_STATES),
+            json_attributes_topic=topics.api,
+            entity_category="diagnostic",
+            icon="mdi:api",
+        ),
+        "api_last_success": _entity(
+            slug,
+            "api_last_success",
+            "sensor",
+            "Last successful poll",
+            state_topic=topics.api,
+            value_template="{{ value_json.last_success or None }}",
+            device_class="timestamp",
+            entity_category="diagnostic",
+        ),
+    }
+
+
+def _device_components(topics: Topics, slug: str, *, read_only: bool) -> dict[str, Any]:
+    components: dict[str, Any] = {
+        "device_state": _entity(
+            slug,
+            "device_state",
+            "sensor",
+            "Charger state",
+            state_topic=topics.device_state,
+            value_template=_DEVICE_STATE_TEMPLATE,
+            device_class="enum",
+            options=list(DEVICE_STATES),
+            icon="mdi:car-connected",
+        ),
+    }
+    if read_only:
+        # Different keys from the controls, so switching modes removes one and adds the other.
+        components.update(
+            target_soc_reading=_entity(
+                slug,
+                "target_soc_reading",
+                "sensor",
+                "Target charge",
+                state_topic=topics.target_soc,
+                unit_of_measurement="%",
+                icon="mdi:battery-charging-80",
+            ),
+            ready_by_reading=_entity(
+                slug, "ready_by_reading", "sensor", "Ready by", state_topic=topics.ready_by
+            ),
+            smart_control_reading=_entity(
+                slug,
+                "smart_control_reading",
+                "binary_sensor",
+                "Smart charging",
+                state_topic=topics.smart_control,
+                payload_on=ON,
+                payload_off=OFF,
+            ),
+            boost_reading=_entity(
+                slug,
+                "boost_reading",
+                "binary_sensor",
+                "Boost charge",
+                state_topic=topics.boost,
+                payload_on=ON,
+                payload_off=OFF,
+            ),
+        )
+        return components
+    components.update(
+        target_soc=_entity(
+            slug,
+            "target_soc",
+            "number",
+            "Target charge",
+            state_topic=topics.target_soc,
+            command_topic=topics.command("target_soc"),
+            min=TARGET_SOC_MIN,
+            max=TARGET_SOC_MAX,
+            step=TARGET_SOC_STEP,
+            mode="slider",
+            unit_of_measurement="%",
+            icon="mdi:battery-charging-80",
+        ),
+        ready_by=_entity(
+            slug,
+            "ready_by",
+            "select",
+            "Ready by",
+            state_topic=topics.ready_by,
+            command_topic=topics.command("ready_by"),
+            options=list(READY_BY_OPTIONS),
+            icon="mdi:clock-end",
+        ),
+        smart_control=_entity(
+            slug,
+            "smart_control",
+            "switch",
+            "Smart charging",
+            state_topic=topics.smart_control,
+            command_topic=topics.command("smart_control"),
+            payload_on=ON,
+            payload_off=OFF,
+            icon="mdi:auto-mode",
+        ),
+        boost=_entity(
+            slug,
+            "boost",
+            "switch",
+            "Boost charge",
+            state_topic=topics.boost,
+            command_topic=topics.command("boost"),
+            payload_on=ON,
+            payload_off=OFF,
+            icon="mdi:rocket-launch",
+        ),
+    )
+    return components
+
+
+def _timestamp(slug: str, key: str, name: str, state_topic: str) -> dict[str, Any]:
+    return _entity(
+        slug,
+        key,
+        "sensor",
+        name,
+        state_topic=state_topic,
+        device_class="timestamp",
+        value_template=_EMPTY_AS_NONE,
+    )
+
+
+def _entity(slug: str, key: str, platform: str, name: str, **options: Any) -> dict[str, Any]:
+    entity_id = f"{ORIGIN_NAME}_{slug}_{key}"
+    return {
+        "platform": platform,
+        "unique_id": entity_id,
+        "default_entity_id": f"{platform}.{entity_id}",
+        "name": name,
+        **options,
+    }
+
+
+def _components(payload: str) -> dict[str, Any]:
+    if not payload:
+        return {}
+    try:
+        root = json.loads(payload)
+    except ValueError:
+        return {}
+    components = root.get("components") if isinstance(root, dict) else None
+    return components if isinstance(components, dict) else {}
+
+
+def _clean_prefix(prefix: str) -> str:
+    return prefix.strip().rstrip("/") or "homeassistant"
+
+
+def _dumps(payload: Mapping[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=False)
