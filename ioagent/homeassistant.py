@@ -84,9 +84,13 @@ _DEVICE_STATE_TEMPLATE = (
 )
 
 
-def HA_STATUS_TOPIC(prefix: str) -> str:
-    """Named like a constant because it is one per prefix. The topic on which HA publishes ``online`` (birth) and ``offline`` (will)."""
+def ha_status_topic(prefix: str) -> str:
+    """The topic on which HA publishes ``online`` (birth) and ``offline`` (will)."""
     return f"{_clean_prefix(prefix)}/status"
+
+
+HA_STATUS_TOPIC = ha_status_topic
+"""The same function under the name the design notes use."""
 
 
 def account_slug(account: str) -> str:

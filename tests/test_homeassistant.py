@@ -20,6 +20,7 @@ from ioagent.homeassistant import (
     device_model,
     discovery_messages,
     discovery_topic,
+    ha_status_topic,
     referenced_topics,
     removal_messages,
 )
@@ -452,3 +453,4 @@ def test_component_removal_tolerates_a_foreign_retained_payload() -> None:
 )
 def test_ha_status_topic(prefix: str, topic: str) -> None:
     assert HA_STATUS_TOPIC(prefix) == topic
+    assert ha_status_topic(prefix) == topic
