@@ -1,10 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
+from ioagent.simulator.server import RunningSimulator, run_simulator
+from ioagent.simulator.state import SimulatorState
+from ioagent.timeutil import utc_now
 from tests.broker import Broker
 
 
@@ -30,3 +34,10 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         yield instance
     finally:
         instance.stop()
+
+
+@pytest_asyncio.fixture
+async def simulator() -> AsyncIterator[RunningSimulator]:
+    """The Kraken simulator with a fresh default state (wall clock) on a free loopback port."""
+    async with run_simulator(SimulatorState.with_default_account(clock=utc_now)) as running:
+        yield running

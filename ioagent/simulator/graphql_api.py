@@ -1,0 +1,403 @@
+"""The GraphQL endpoint: validates against ``schema.graphql``, executes with graphql-core and
+answers the way the live Kraken API does (HTTP 400 for schema errors, HTTP 200 with ``errors``
+and partial ``data`` otherwise), with queued faults from the control API applied first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLObjectType,
+    GraphQLResolveInfo,
+    GraphQLSchema,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    build_schema,
+    execute,
+    parse,
+    validate,
+)
+
+from ioagent.simulator.planner import LONDON
+from ioagent.simulator.state import (
+    Fault,
+    KrakenError,
+    SimCompleted,
+    SimDevice,
+    SimDispatch,
+    SimulatorState,
+    TokenGrant,
+    unauthorized,
+)
+
+SCHEMA_PATH = Path(__file__).with_name("schema.graphql")
+AUTH_FIELD = "obtainKrakenToken"
+SCHEMA_400_MESSAGE = (
+    "Cannot query field 'plannedDispatches' on type 'Query'. Did you mean 'flexPlannedDispatches'?"
+)
+_HTML_403 = (
+    "<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head>\n"
+    "<body><h1>403 Forbidden</h1><p>Request blocked. Too many requests from your IP.</p>"
+    "<hr><p>Request ID: sim-403</p></body></html>\n"
+)
+_GATEWAY_PAGES = {
+    500: "<html><body><h1>500 Internal Server Error</h1></body></html>\n",
+    502: "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>\n",
+    504: "<html><head><title>504 Gateway Time-out</title></head><body><h1>504 Gateway Time-out</h1></body></html>\n",
+}
+
+
+@dataclass
+class RequestContext:
+    """Per-request facts the resolvers need: who is asking and which faults apply."""
+
+    state: SimulatorState
+    authorization: str | None
+    fault: Fault | None = None
+    account: str | None = None
+    _auth_error: KrakenError | None = field(default=None, repr=False)
+    _authenticated: bool = False
+
+    def require_account(self) -> str:
+        if self.fault is not None and self.fault.kind == "auth_error":
+            raise KrakenError("KT-CT-1124", "Signature of the JWT has expired.", "AUTHORIZATION")
+        if not self._authenticated:
+            self._authenticated = True
+            try:
+                self.account = self.state.authenticate(self.authorization)
+            except KrakenError as exc:
+                self._auth_error = exc
+        if self._auth_error is not None:
+            raise self._auth_error
+        assert self.account is not None
+        return self.account
+
+    def field_fault(self, field_name: str) -> KrakenError | None:
+        fault = self.fault
+        if fault is None:
+            return None
+        if fault.kind == "rate_limit" and (field_name != AUTH_FIELD or fault.include_auth):
+            return KrakenError("KT-CT-1199", "Too many requests.", "RATE_LIMIT")
+        if fault.kind == "kt_4340" and field_name == fault.field:
+            return KrakenError(
+                "KT-CT-4340", "Unable to fetch planned dispatches.", "SERVICE_AVAILABILITY"
+            )
+        if fault.kind == "partial" and field_name == fault.field:
+            return KrakenError("KT-CT-7899", "An internal error occurred.", "INTERNAL")
+        return None
+
+
+Resolver = Callable[..., Any]
+
+
+def _kraken_field(resolver: Resolver) -> Resolver:
+    """Apply the request's field faults, then turn KrakenError into a located GraphQLError."""
+
+    def wrapped(root: Any, info: GraphQLResolveInfo[Any], **args: Any) -> Any:
+        context: RequestContext = info.context
+        try:
+            fault = context.field_fault(info.field_name)
+            if fault is not None and info.field_name != AUTH_FIELD:
+                context.require_account()
+            if fault is not None:
+                raise fault
+            return resolver(context, **args)
+        except KrakenError as exc:
+            raise GraphQLError(exc.message, extensions=exc.extensions()) from None
+
+    return wrapped
+
+
+# --- wire formats -------------------------------------------------------------------------------
+
+
+def _kwh_string(value: float | None, places: int) -> str | None:
+    if value is None:
+        return None
+    return str(Decimal(str(value)).quantize(Decimal(1).scaleb(-places)))
+
+
+def _device_data(device: SimDevice) -> dict[str, Any]:
+    preferences = device.preferences
+    return {
+        "__typename": device.typename,
+        "id": device.id,
+        "provider": device.provider,
+        "deviceType": device.device_type,
+        "make": device.make,
+        "model": device.model,
+        "status": {
+            "current": device.status_current,
+            "currentState": device.current_state,
+            "isSuspended": device.is_suspended,
+        },
+        "preferences": {
+            "__typename": "SmartFlexDevicePreferences",
+            "mode": preferences.mode,
+            "targetType": preferences.target_type,
+            "unit": preferences.unit,
+            "isChargingDurationCapped": preferences.charging_duration_capped,
+            "schedules": [
+                {
+                    "dayOfWeek": schedule.day_of_week,
+                    "time": schedule.time.strftime("%H:%M:%S"),
+                    "min": schedule.min,
+                    "max": schedule.max,
+                    "upperLimit": schedule.upper_limit,
+                }
+                for schedule in preferences.schedules
+            ],
+        },
+    }
+
+
+def _planned_data(item: SimDispatch) -> dict[str, Any]:
+    # UTC offsets; a boost started "now" keeps its microseconds, as the live API's do.
+    return {
+        "start": item.start.isoformat(),
+        "end": item.end.isoformat(),
+        "type": item.type,
+        "energyAddedKwh": _kwh_string(item.kwh, 4),
+    }
+
+
+def _completed_data(item: SimCompleted) -> dict[str, Any]:
+    # Completed dispatches come back in local (Europe/London) offsets: +01:00 in summer.
+    return {
+        "start": item.start.astimezone(LONDON).isoformat(),
+        "end": item.end.astimezone(LONDON).isoformat(),
+        "delta": f"-{item.kwh:.2f}",
+        "meta": {"source": item.source, "location": item.location},
+    }
+
+
+def _token_data(grant: TokenGrant) -> dict[str, Any]:
+    return {
+        "token": grant.token,
+        "refreshToken": grant.refresh_token,
+        "refreshExpiresIn": int(grant.refresh_expires_at.timestamp()),
+        "payload": json.dumps(grant.payload),
+    }
+
+
+# --- resolvers ----------------------------------------------------------------------------------
+
+
+def _viewer(context: RequestContext) -> dict[str, Any]:
+    account = context.require_account()
+    return {"accounts": [{"number": n} for n in context.state.account_numbers(account)]}
+
+
+def _devices(
+    context: RequestContext, accountNumber: str, deviceId: str | None = None
+) -> list[dict[str, Any]]:
+    account = context.require_account()
+    if accountNumber != account:
+        raise unauthorized()
+    return [_device_data(d) for d in context.state.devices_for(account, deviceId)]
+
+
+def _flex_planned(context: RequestContext, deviceId: str) -> list[dict[str, Any]]:
+    account = context.require_account()
+    device = context.state.owned_device(account, deviceId)
+    context.state.check_rate_limit(account)
+    return [_planned_data(item) for item in context.state.planned_for(device)]
+
+
+def _completed(context: RequestContext, accountNumber: str) -> list[dict[str, Any]]:
+    account = context.require_account()
+    if accountNumber != account:
+        raise unauthorized()
+    return [_completed_data(item) for item in context.state.completed_for(account)]
+
+
+def _obtain_token(context: RequestContext, input: dict[str, Any]) -> dict[str, Any]:
+    state = context.state
+    api_key, refresh_token = input.get("APIKey"), input.get("refreshToken")
+    if api_key:
+        grant = state.obtain_token_with_key(api_key)
+    elif refresh_token:
+        grant = state.obtain_token_with_refresh(refresh_token)
+    else:
+        raise KrakenError("KT-CT-1139", "Authentication failed.", "VALIDATION")
+    context.account = grant.payload["accounts"][0]
+    return _token_data(grant)
+
+
+def _set_preferences(context: RequestContext, input: dict[str, Any]) -> dict[str, Any]:
+    device = context.state.owned_device(context.require_account(), input["deviceId"])
+    context.state.set_preferences(device, list(input["schedules"]))
+    return _device_data(device)
+
+
+def _boost(context: RequestContext, input: dict[str, Any]) -> dict[str, Any]:
+    device = context.state.owned_device(context.require_account(), input["deviceId"])
+    if input["action"] == "BOOST":
+        context.state.boost(device)
+    else:
+        context.state.cancel_boost(device)
+    return _device_data(device)
+
+
+def _smart_control(context: RequestContext, input: dict[str, Any]) -> dict[str, Any]:
+    device = context.state.owned_device(context.require_account(), input["deviceId"])
+    if input["action"] == "SUSPEND":
+        context.state.suspend(device)
+    else:
+        context.state.unsuspend(device)
+    return _device_data(device)
+
+
+@cache
+def kraken_schema() -> GraphQLSchema:
+    """The executable schema: the SDL file with this module's resolvers attached."""
+    schema = build_schema(SCHEMA_PATH.read_text(encoding="utf-8"))
+    # DateTime and Decimal keep the SDL's pass-through serializers: resolvers hand them the
+    # exact strings the live API sends.
+    resolvers: dict[str, dict[str, Resolver]] = {
+        "Query": {
+            "viewer": _viewer,
+            "devices": _devices,
+            "flexPlannedDispatches": _flex_planned,
+            "completedDispatches": _completed,
+        },
+        "Mutation": {
+            "obtainKrakenToken": _obtain_token,
+            "setDevicePreferences": _set_preferences,
+            "updateBoostCharge": _boost,
+            "updateDeviceSmartControl": _smart_control,
+        },
+    }
+    for type_name, fields in resolvers.items():
+        root = schema.type_map[type_name]
+        assert isinstance(root, GraphQLObjectType)
+        for name, resolver in fields.items():
+            root.fields[name].resolve = _kraken_field(resolver)
+    return schema
+
+
+# --- HTTP -----------------------------------------------------------------------------------------
+
+
+def top_level_fields(document: DocumentNode, operation_name: str | None) -> list[str]:
+    """Names (not aliases) of the top-level fields of the operation that will run."""
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    chosen = next(
+        (op for op in operations if op.name and op.name.value == operation_name),
+        operations[0] if operations else None,
+    )
+    names: list[str] = []
+
+    def collect(selection_set: SelectionSetNode, depth: int) -> None:
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                if not selection.name.value.startswith("__"):
+                    names.append(selection.name.value)
+            elif isinstance(selection, InlineFragmentNode) and depth < 10:
+                collect(selection.selection_set, depth + 1)
+            elif isinstance(selection, FragmentSpreadNode) and depth < 10:
+                fragment = fragments.get(selection.name.value)
+                if fragment is not None:
+                    collect(fragment.selection_set, depth + 1)
+
+    if chosen is not None:
+        collect(chosen.selection_set, 0)
+    return names
+
+
+def _json_errors(status: int, messages: list[dict[str, Any]]) -> web.Response:
+    return web.json_response({"errors": messages}, status=status)
+
+
+STATE_KEY = web.AppKey("simulator_state", SimulatorState)
+STOPPING_KEY = web.AppKey("simulator_stopping", asyncio.Event)
+
+
+async def handle_graphql(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    state.advance()
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+        state.record_call([], None, 400)
+        return _json_errors(400, [{"message": "Must provide query string."}])
+    operation_name = body.get("operationName")
+    variables = body.get("variables") or None
+    try:
+        document = parse(body["query"])
+    except GraphQLError as exc:
+        state.record_call([], None, 400)
+        return _json_errors(400, [dict(exc.formatted)])
+    fields = top_level_fields(document, operation_name if isinstance(operation_name, str) else None)
+    schema = kraken_schema()
+    validation_errors = validate(schema, document)
+    if validation_errors:
+        state.record_call(fields, None, 400)
+        return _json_errors(400, [{"message": error.message} for error in validation_errors])
+
+    context = RequestContext(state, request.headers.get("Authorization"))
+    context.fault = state.take_fault(fields)
+    early = await _apply_transport_fault(request, context.fault)
+    if early is not None:
+        state.record_call(fields, None, early.status)
+        return early
+    if context.fault is not None and context.fault.kind == "timeout":
+        context.fault = None  # the late answer is an ordinary one
+
+    outcome = execute(
+        schema,
+        document,
+        context_value=context,
+        variable_values=variables if isinstance(variables, dict) else None,
+        operation_name=operation_name if isinstance(operation_name, str) else None,
+    )
+    result = outcome if isinstance(outcome, ExecutionResult) else await outcome
+    payload: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        payload["errors"] = [error.formatted for error in result.errors]
+    state.record_call(fields, context.account, 200)
+    return web.json_response(payload)
+
+
+async def _apply_transport_fault(
+    request: web.Request, fault: Fault | None
+) -> web.StreamResponse | None:
+    """An HTTP-level answer for faults that replace the whole response; None to carry on."""
+    if fault is None:
+        return None
+    if fault.kind in ("http_500", "http_502", "http_504"):
+        status = int(fault.kind.removeprefix("http_"))
+        return web.Response(status=status, text=_GATEWAY_PAGES[status], content_type="text/html")
+    if fault.kind == "html_403":
+        return web.Response(status=403, text=_HTML_403, content_type="text/html")
+    if fault.kind == "schema_400":
+        return _json_errors(400, [{"message": SCHEMA_400_MESSAGE}])
+    if fault.kind == "timeout":
+        stopping = request.app[STOPPING_KEY]
+        try:
+            await asyncio.wait_for(stopping.wait(), timeout=fault.delay)
+        except TimeoutError:
+            return None
+        return web.Response(status=503, text="simulator stopping")
+    return None

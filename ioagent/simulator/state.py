@@ -1,0 +1,827 @@
+"""The simulator's in-memory world: accounts, devices, dispatches, tokens, faults and call counts.
+
+No I/O here: the GraphQL and control layers call these methods, and every method reads the time
+from :meth:`SimulatorState.now` (the injected clock plus an adjustable offset). Failures the live
+API reports as GraphQL errors are raised as :class:`KrakenError`; bad control input raises
+``ValueError`` (HTTP 400) or ``LookupError`` (HTTP 404).
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import jwt
+
+from ioagent.simulator import planner
+from ioagent.simulator.planner import DAYS_OF_WEEK, PlanRequest
+from ioagent.timeutil import Clock, iso_z
+
+DEFAULT_ACCOUNT = "A-SIM00001"
+DEFAULT_API_KEY = "sk_test_ioagent_simulator_key"
+DEFAULT_EV_ID = "00000000-5117-4e0a-9c1d-000000000001"
+SECOND_ACCOUNT = "A-SIM00002"
+SECOND_API_KEY = "sk_test_ioagent_simulator_key2"
+DEFAULT_CHARGER_ID = "00000000-5117-4e0a-9c1d-000000000002"
+DEFAULT_TARGET_PERCENT = 80.0
+DEFAULT_READY_BY = time(7, 30)
+DEFAULT_SOC_PERCENT = 30.0
+DEFAULT_BATTERY_KWH = 60.0
+DEFAULT_CHARGER_KW = 7.0
+
+DISPATCH_TYPES = ("SMART", "BOOST", "TEST")
+DEVICE_STATES = (
+    "AUTHENTICATION_PENDING",
+    "AUTHENTICATION_FAILED",
+    "AUTHENTICATION_COMPLETE",
+    "TEST_CHARGE_IN_PROGRESS",
+    "TEST_CHARGE_FAILED",
+    "TEST_CHARGE_NOT_AVAILABLE",
+    "SETUP_COMPLETE",
+    "SMART_CONTROL_CAPABLE",
+    "SMART_CONTROL_IN_PROGRESS",
+    "BOOSTING",
+    "SMART_CONTROL_OFF",
+    "SMART_CONTROL_NOT_AVAILABLE",
+    "LOST_CONNECTION",
+    "RETIRED",
+)
+FAULT_KINDS = (
+    "http_500",
+    "http_502",
+    "http_504",
+    "timeout",
+    "html_403",
+    "rate_limit",
+    "kt_4340",
+    "partial",
+    "schema_400",
+    "auth_error",
+)
+FIELD_FAULTS = ("kt_4340", "partial")
+SOURCE_SMART = "smart-charge"
+SOURCE_BUMP = "bump-charge"
+
+RATE_LIMIT_FIELD = "flexPlannedDispatches"
+RATE_LIMIT_MAX = 5
+RATE_LIMIT_WINDOW = timedelta(seconds=60)
+COMPLETED_HORIZON = timedelta(hours=12)
+CALL_LOG_LIMIT = 500
+ISSUER = "https://api.octopus.energy/v1/graphql/"
+
+
+class KrakenError(Exception):
+    """An error the live API returns inside the GraphQL ``errors`` array."""
+
+    def __init__(
+        self, code: str, message: str, error_type: str = "VALIDATION", **extra: Any
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.error_type = error_type
+        self.extra = extra
+
+    def extensions(self) -> dict[str, Any]:
+        return {
+            "errorType": self.error_type,
+            "errorCode": self.code,
+            "errorDescription": self.message,
+            **self.extra,
+        }
+
+
+def unauthorized() -> KrakenError:
+    return KrakenError("KT-CT-1111", "Unauthorized.", "AUTHORIZATION")
+
+
+@dataclass
+class SimSchedule:
+    day_of_week: str
+    time: time
+    max: float
+    min: float | None = None
+    upper_limit: float = 100.0
+
+
+@dataclass
+class SimPreferences:
+    schedules: list[SimSchedule]
+    mode: str = "CHARGE"
+    target_type: str = "RELATIVE_STATE_OF_CHARGE"
+    unit: str = "PERCENTAGE"
+    charging_duration_capped: str = "ENABLED"
+
+
+@dataclass
+class SimDispatch:
+    start: datetime
+    end: datetime
+    type: str
+    kwh: float | None
+
+
+@dataclass
+class SimCompleted:
+    account: str
+    start: datetime
+    end: datetime
+    kwh: float
+    source: str | None
+    location: str | None
+
+
+@dataclass
+class SimDevice:
+    id: str
+    account: str
+    typename: str
+    provider: str
+    device_type: str
+    make: str
+    model: str
+    preferences: SimPreferences
+    status_current: str = "LIVE"
+    current_state: str = "SMART_CONTROL_CAPABLE"
+    is_suspended: bool = False
+    plugged: bool = False
+    soc_percent: float = DEFAULT_SOC_PERCENT
+    battery_kwh: float = DEFAULT_BATTERY_KWH
+    charger_kw: float = DEFAULT_CHARGER_KW
+    planned: list[SimDispatch] = field(default_factory=list)
+
+
+@dataclass
+class SimAccount:
+    number: str
+    api_key: str = field(repr=False)
+
+
+@dataclass
+class TokenGrant:
+    token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    refresh_expires_at: datetime
+    payload: dict[str, Any]
+
+
+@dataclass
+class _IssuedJwt:
+    account: str
+    expires_at: datetime
+
+
+@dataclass
+class _RefreshGrant:
+    account: str
+    expires_at: datetime
+
+
+@dataclass
+class Fault:
+    kind: str
+    remaining: int
+    include_auth: bool = False
+    delay: float = 60.0
+    field: str = RATE_LIMIT_FIELD
+
+
+def default_schedules(
+    target: float = DEFAULT_TARGET_PERCENT, ready_by: time = DEFAULT_READY_BY
+) -> list[SimSchedule]:
+    return [SimSchedule(day, ready_by, target) for day in DAYS_OF_WEEK]
+
+
+def _parse_schedule_time(text: str) -> time:
+    try:
+        parsed = time.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"time {text!r} is not HH:MM") from exc
+    return parsed.replace(microsecond=0, tzinfo=None)
+
+
+def _round_kwh(value: float) -> float:
+    return round(value, 2)
+
+
+class SimulatorState:
+    """Everything the simulated Kraken knows; see the module docstring."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        jwt_lifetime: timedelta = timedelta(hours=1),
+        refresh_lifetime: timedelta = timedelta(days=7),
+        seed: int = 0,
+    ) -> None:
+        self.clock = clock
+        self.jwt_lifetime = jwt_lifetime
+        self.refresh_lifetime = refresh_lifetime
+        self.seed = seed
+        self.time_offset = timedelta(0)
+        self.accounts: dict[str, SimAccount] = {}
+        self.devices: dict[str, SimDevice] = {}
+        self.completed: list[SimCompleted] = []
+        self.faults: list[Fault] = []
+        self._jwt_secret = secrets.token_hex(32)
+        self._jwts: dict[str, _IssuedJwt] = {}
+        self._refresh: dict[str, _RefreshGrant] = {}
+        self._jwts_issued = 0
+        self._rate_window: dict[str, deque[datetime]] = {}
+        self._calls_by_operation: Counter[str] = Counter()
+        self._calls_by_account: Counter[str] = Counter()
+        self._calls_total = 0
+        self._call_log: deque[dict[str, Any]] = deque(maxlen=CALL_LOG_LIMIT)
+
+    def __repr__(self) -> str:
+        return f"SimulatorState(accounts={sorted(self.accounts)}, devices={len(self.devices)})"
+
+    @classmethod
+    def with_default_account(
+        cls,
+        clock: Clock,
+        jwt_lifetime: timedelta = timedelta(hours=1),
+        refresh_lifetime: timedelta = timedelta(days=7),
+        seed: int = 0,
+    ) -> SimulatorState:
+        state = cls(clock, jwt_lifetime=jwt_lifetime, refresh_lifetime=refresh_lifetime, seed=seed)
+        state.add_account(DEFAULT_ACCOUNT, DEFAULT_API_KEY)
+        state.add_account(SECOND_ACCOUNT, SECOND_API_KEY)
+        state.add_device(
+            SimDevice(
+                id=DEFAULT_EV_ID,
+                account=DEFAULT_ACCOUNT,
+                typename="SmartFlexVehicle",
+                provider="TESLA",
+                device_type="ELECTRIC_VEHICLES",
+                make="Tesla",
+                model="Model 3",
+                preferences=SimPreferences(default_schedules()),
+            )
+        )
+        state.add_device(
+            SimDevice(
+                id=DEFAULT_CHARGER_ID,
+                account=SECOND_ACCOUNT,
+                typename="SmartFlexChargePoint",
+                provider="OHME",
+                device_type="CHARGE_POINTS",
+                make="Ohme",
+                model="Home Pro",
+                preferences=SimPreferences(default_schedules(90.0, time(8, 0))),
+            )
+        )
+        return state
+
+    # --- clock -------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self.clock().astimezone(UTC) + self.time_offset
+
+    def set_time_offset(self, seconds: float) -> datetime:
+        self.time_offset = timedelta(seconds=seconds)
+        self.advance()
+        return self.now()
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def add_account(self, number: str, api_key: str) -> SimAccount:
+        account = SimAccount(number, api_key)
+        self.accounts[number] = account
+        return account
+
+    def add_device(self, device: SimDevice) -> SimDevice:
+        if device.account not in self.accounts:
+            raise LookupError(f"unknown account {device.account}")
+        self.devices[device.id] = device
+        return device
+
+    def new_device_id(self) -> str:
+        return str(uuid.uuid4())
+
+    # --- time passing --------------------------------------------------------------------------
+
+    def advance(self) -> None:
+        """Move every dispatch whose end has passed to the completed list."""
+        now = self.now()
+        for device in self.devices.values():
+            finished = [item for item in device.planned if item.end <= now]
+            if not finished:
+                continue
+            device.planned = [item for item in device.planned if item.end > now]
+            for item in finished:
+                self._complete(device, item)
+            if device.current_state == "BOOSTING" and not any(
+                item.type == "BOOST" for item in device.planned
+            ):
+                device.current_state = self._resting_state(device)
+        horizon = now - timedelta(days=7)
+        self.completed = [item for item in self.completed if item.end > horizon]
+
+    def _complete(self, device: SimDevice, item: SimDispatch) -> None:
+        kwh = item.kwh
+        if kwh is None:
+            kwh = device.charger_kw * (item.end - item.start).total_seconds() / 3600
+        source = {"SMART": SOURCE_SMART, "BOOST": SOURCE_BUMP}.get(item.type)
+        self.completed.append(
+            SimCompleted(device.account, item.start, item.end, abs(kwh), source, "AT_HOME")
+        )
+        if device.battery_kwh > 0:
+            added = abs(kwh) / device.battery_kwh * 100
+            device.soc_percent = min(100.0, device.soc_percent + added)
+
+    @staticmethod
+    def _resting_state(device: SimDevice) -> str:
+        return "SMART_CONTROL_OFF" if device.is_suspended else "SMART_CONTROL_CAPABLE"
+
+    # --- authentication ----------------------------------------------------------------------
+
+    def _issue(self, account: str, refresh_token: str | None) -> TokenGrant:
+        now = self.now()
+        expires_at = now + self.jwt_lifetime
+        jti = str(uuid.uuid4())
+        payload: dict[str, Any] = {
+            "sub": f"kraken|account-user:{account}",
+            "gty": "EMAIL-AND-PASSWORD" if refresh_token is None else "REFRESH-TOKEN",
+            "accounts": [account],
+            "jti": jti,
+            "tokenUse": "access",
+            "iss": ISSUER,
+            "iat": int(now.timestamp()),
+            "exp": int(expires_at.timestamp()),
+            "origIat": int(now.timestamp()),
+        }
+        token = jwt.encode(payload, self._jwt_secret, algorithm="HS256")
+        self._jwts[jti] = _IssuedJwt(account, datetime.fromtimestamp(payload["exp"], UTC))
+        self._jwts_issued += 1
+        if refresh_token is None:
+            refresh_expires = now + self.refresh_lifetime
+        else:
+            # Refreshing never extends the refresh token's life.
+            refresh_expires = self._refresh[refresh_token].expires_at
+        new_refresh = secrets.token_hex(32)
+        self._refresh[new_refresh] = _RefreshGrant(account, refresh_expires)
+        return TokenGrant(token, new_refresh, refresh_expires, payload)
+
+    def obtain_token_with_key(self, api_key: str) -> TokenGrant:
+        for account in self.accounts.values():
+            if secrets.compare_digest(account.api_key, api_key):
+                return self._issue(account.number, None)
+        raise KrakenError("KT-CT-1139", "Authentication failed.", "VALIDATION")
+
+    def obtain_token_with_refresh(self, refresh_token: str) -> TokenGrant:
+        grant = self._refresh.get(refresh_token)
+        if grant is None or grant.expires_at <= self.now():
+            raise KrakenError("KT-CT-1135", "Invalid data.", "VALIDATION")
+        return self._issue(grant.account, refresh_token)
+
+    def account_for_api_key(self, api_key: str) -> str | None:
+        for account in self.accounts.values():
+            if secrets.compare_digest(account.api_key, api_key):
+                return account.number
+        return None
+
+    def authenticate(self, header: str | None) -> str:
+        """The account a request's ``Authorization`` header belongs to, or a KrakenError."""
+        if not header:
+            raise unauthorized()
+        token = header.strip()
+        if token[:4].upper() == "JWT ":
+            token = token[4:].strip()
+        try:
+            claims = jwt.decode(
+                token, self._jwt_secret, algorithms=["HS256"], options={"verify_exp": False}
+            )
+        except jwt.PyJWTError:
+            raise KrakenError(
+                "KT-CT-1143", "Authorization header is not a valid credential.", "AUTHORIZATION"
+            ) from None
+        issued = self._jwts.get(str(claims.get("jti")))
+        if issued is None:
+            raise KrakenError(
+                "KT-CT-1143", "Authorization header is not a valid credential.", "AUTHORIZATION"
+            )
+        if issued.expires_at <= self.now():
+            raise KrakenError("KT-CT-1124", "Signature of the JWT has expired.", "AUTHORIZATION")
+        return issued.account
+
+    def expire_tokens(self, refresh: bool = False) -> None:
+        now = self.now()
+        for issued in self._jwts.values():
+            issued.expires_at = min(issued.expires_at, now)
+        if refresh:
+            for grant in self._refresh.values():
+                grant.expires_at = min(grant.expires_at, now)
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def account_numbers(self, account: str) -> list[str]:
+        return [account]
+
+    def devices_for(self, account: str, device_id: str | None = None) -> list[SimDevice]:
+        if account not in self.accounts:
+            raise unauthorized()
+        found = [d for d in self.devices.values() if d.account == account]
+        if device_id is not None:
+            found = [d for d in found if d.id == device_id]
+        return found
+
+    def owned_device(self, account: str, device_id: str) -> SimDevice:
+        device = self.devices.get(device_id)
+        if device is None or device.account != account:
+            raise KrakenError("KT-CT-4313", "Could not find a device with the given ID.")
+        return device
+
+    def device(self, device_id: str) -> SimDevice:
+        device = self.devices.get(device_id)
+        if device is None:
+            raise LookupError(f"unknown device {device_id}")
+        return device
+
+    def check_rate_limit(self, account: str) -> None:
+        """Count one flexPlannedDispatches call, refusing the 6th within a rolling minute."""
+        now = self.now()
+        window = self._rate_window.setdefault(account, deque())
+        while window and window[0] <= now - RATE_LIMIT_WINDOW:
+            window.popleft()
+        if len(window) >= RATE_LIMIT_MAX:
+            raise KrakenError("KT-CT-1199", "Too many requests.", "RATE_LIMIT")
+        window.append(now)
+
+    def planned_for(self, device: SimDevice) -> list[SimDispatch]:
+        return sorted(device.planned, key=lambda item: item.start)
+
+    def completed_for(self, account: str) -> list[SimCompleted]:
+        """Roughly the last 12 hours, newest first, as the live API returns them."""
+        if account not in self.accounts:
+            raise unauthorized()
+        since = self.now() - COMPLETED_HORIZON
+        recent = [c for c in self.completed if c.account == account and c.end > since]
+        return sorted(recent, key=lambda item: item.start, reverse=True)
+
+    # --- mutations -----------------------------------------------------------------------------
+
+    def set_preferences(self, device: SimDevice, schedules: list[dict[str, Any]]) -> None:
+        problems: list[dict[str, Any]] = []
+        parsed: dict[str, SimSchedule] = {}
+        for index, item in enumerate(schedules):
+            path = ["input", "schedules", index]
+            day = str(item.get("dayOfWeek", "")).upper()
+            if day not in DAYS_OF_WEEK:
+                problems.append(
+                    {"message": f"Unknown day {day!r}.", "inputPath": [*path, "dayOfWeek"]}
+                )
+                continue
+            try:
+                at = _parse_schedule_time(str(item.get("time", "")))
+            except ValueError:
+                problems.append({"message": "Invalid time.", "inputPath": [*path, "time"]})
+                continue
+            if not time(4, 0) <= at <= time(11, 0):
+                problems.append(
+                    {
+                        "message": "Time must be between 04:00 and 11:00.",
+                        "inputPath": [*path, "time"],
+                    }
+                )
+            target = item.get("max")
+            if target is None or not 10 <= float(target) <= 100:
+                problems.append(
+                    {"message": "Target must be between 10 and 100.", "inputPath": [*path, "max"]}
+                )
+                continue
+            minimum = item.get("min")
+            parsed[day] = SimSchedule(
+                day, at, float(target), None if minimum is None else float(minimum)
+            )
+        missing = [day for day in DAYS_OF_WEEK if day not in parsed]
+        if missing and not problems:
+            problems.append(
+                {
+                    "message": f"Schedules must cover every day; missing {', '.join(missing)}.",
+                    "inputPath": ["input", "schedules"],
+                }
+            )
+        if problems:
+            raise KrakenError(
+                "KT-CT-4321", "Serializer validation error.", validationErrors=problems
+            )
+        device.preferences.schedules = [parsed[day] for day in DAYS_OF_WEEK]
+        self.replan(device)
+
+    def boost(self, device: SimDevice) -> None:
+        reasons = []
+        if device.status_current != "LIVE":
+            reasons.append("BC_DEVICE_NOT_YET_LIVE")
+        if device.is_suspended:
+            reasons.append("BC_DEVICE_SUSPENDED")
+        if not device.plugged:
+            reasons.append("BC_DEVICE_DISCONNECTED")
+        if any(item.type == "BOOST" for item in device.planned):
+            reasons.append("BC_BOOST_CHARGE_IN_PROGRESS")
+        now = self.now()
+        target = self._current_target(device)
+        needed = planner.energy_needed_kwh(device.soc_percent, target, device.battery_kwh)
+        if not reasons and needed < 0.01:
+            reasons.append("BC_DEVICE_FULLY_CHARGED")
+        if reasons:
+            raise KrakenError(
+                "KT-CT-4357",
+                "Unable to trigger boost charge.",
+                boostChargeRefusalReasons=reasons,
+            )
+        device.planned = [item for item in device.planned if item.type != "SMART"]
+        end = planner.ceil_minute(now + timedelta(hours=needed / device.charger_kw))
+        device.planned.append(SimDispatch(now, end, "BOOST", _round_kwh(needed)))
+        device.current_state = "BOOSTING"
+
+    def cancel_boost(self, device: SimDevice) -> None:
+        now = self.now()
+        for item in [item for item in device.planned if item.type == "BOOST"]:
+            device.planned.remove(item)
+            if now - item.start >= timedelta(minutes=1):
+                done = device.charger_kw * (now - item.start).total_seconds() / 3600
+                self._complete(device, SimDispatch(item.start, now, "BOOST", _round_kwh(done)))
+        device.current_state = self._resting_state(device)
+        self.replan(device)
+
+    def suspend(self, device: SimDevice) -> None:
+        device.is_suspended = True
+        device.current_state = "SMART_CONTROL_OFF"
+        device.planned = [item for item in device.planned if item.type != "SMART"]
+
+    def unsuspend(self, device: SimDevice) -> None:
+        device.is_suspended = False
+        device.current_state = "SMART_CONTROL_CAPABLE"
+        self.replan(device)
+
+    # --- planning ------------------------------------------------------------------------------
+
+    def _current_target(self, device: SimDevice) -> float:
+        ready = self._ready_by(device)
+        return DEFAULT_TARGET_PERCENT if ready is None else ready.target_percent
+
+    def _ready_by(self, device: SimDevice) -> planner.ReadyBy | None:
+        schedules = [(s.day_of_week, s.time, s.max) for s in device.preferences.schedules]
+        return planner.next_ready_by(self.now(), schedules)
+
+    def replan(self, device: SimDevice) -> None:
+        """Replace the device's future SMART slots by a fresh plan (slots already running stay)."""
+        now = self.now()
+        running = [i for i in device.planned if i.type == "SMART" and i.start <= now < i.end]
+        device.planned = [i for i in device.planned if i.type != "SMART"] + running
+        if (
+            not device.plugged
+            or device.is_suspended
+            or device.status_current != "LIVE"
+            or device.current_state == "BOOSTING"
+        ):
+            return
+        ready = self._ready_by(device)
+        if ready is None:
+            return
+        plan_from = max([now, *(i.end for i in running)])
+        running_kwh = sum(device.charger_kw * (i.end - now).total_seconds() / 3600 for i in running)
+        soc = device.soc_percent + running_kwh / device.battery_kwh * 100
+        slots = planner.plan_smart_charge(
+            PlanRequest(
+                now=plan_from,
+                soc_percent=soc,
+                target_percent=ready.target_percent,
+                battery_kwh=device.battery_kwh,
+                charger_kw=device.charger_kw,
+                ready_by=ready.at,
+                seed=f"{self.seed}:{device.id}:{plan_from.isoformat()}:{soc:.3f}",
+            )
+        )
+        device.planned += [
+            SimDispatch(slot.start, slot.end, "SMART", _round_kwh(slot.kwh)) for slot in slots
+        ]
+
+    # --- control API -------------------------------------------------------------------------
+
+    def plug(self, device: SimDevice, plugged: bool) -> None:
+        device.plugged = plugged
+        if plugged:
+            self.replan(device)
+        else:
+            device.planned = [item for item in device.planned if item.type != "SMART"]
+
+    def set_soc(self, device: SimDevice, soc: float) -> None:
+        if not 0 <= soc <= 100:
+            raise ValueError("soc must be between 0 and 100")
+        device.soc_percent = float(soc)
+        self.replan(device)
+
+    def set_device_state(self, device: SimDevice, state: str) -> None:
+        if state not in DEVICE_STATES:
+            raise ValueError(f"unknown state {state!r}; one of {', '.join(DEVICE_STATES)}")
+        device.current_state = state
+
+    def add_dispatch(
+        self,
+        device: SimDevice,
+        start: datetime,
+        end: datetime,
+        type_: str,
+        kwh: float | None,
+    ) -> SimDispatch:
+        if type_ not in DISPATCH_TYPES:
+            raise ValueError(f"type must be one of {', '.join(DISPATCH_TYPES)}")
+        if end <= start:
+            raise ValueError("end must be after start")
+        item = SimDispatch(start, end, type_, kwh)
+        device.planned.append(item)
+        return item
+
+    def _find_planned(self, device: SimDevice, start: datetime) -> SimDispatch:
+        for item in device.planned:
+            if item.start == start:
+                return item
+        raise LookupError(f"no planned dispatch starting at {iso_z(start)}")
+
+    def remove_dispatch(self, device: SimDevice, start: datetime) -> None:
+        device.planned.remove(self._find_planned(device, start))
+
+    def shift_dispatch(
+        self, device: SimDevice, start: datetime, new_start: datetime, new_end: datetime
+    ) -> SimDispatch:
+        if new_end <= new_start:
+            raise ValueError("new_end must be after new_start")
+        item = self._find_planned(device, start)
+        item.start, item.end = new_start, new_end
+        return item
+
+    def clear_dispatches(self, device: SimDevice) -> None:
+        device.planned = []
+
+    def add_completed(
+        self,
+        account: str,
+        start: datetime,
+        end: datetime,
+        kwh: float,
+        source: str | None,
+        location: str | None,
+    ) -> SimCompleted:
+        if account not in self.accounts:
+            raise LookupError(f"unknown account {account}")
+        if end <= start:
+            raise ValueError("end must be after start")
+        item = SimCompleted(account, start, end, abs(kwh), source, location)
+        self.completed.append(item)
+        return item
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def add_fault(
+        self,
+        kind: str,
+        count: int = 1,
+        include_auth: bool = False,
+        delay: float = 60.0,
+        field: str = RATE_LIMIT_FIELD,
+    ) -> Fault:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; one of {', '.join(FAULT_KINDS)}")
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        if delay < 0:
+            raise ValueError("delay must not be negative")
+        fault = Fault(kind, count, include_auth, delay, field)
+        self.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        self.faults = []
+
+    def take_fault(self, fields: list[str]) -> Fault | None:
+        """Consume one use of the first queued fault that applies to a request for ``fields``."""
+        auth_only = bool(fields) and all(name == "obtainKrakenToken" for name in fields)
+        for fault in self.faults:
+            if auth_only and not fault.include_auth:
+                continue
+            if fault.kind in FIELD_FAULTS and fault.field not in fields:
+                continue
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self.faults.remove(fault)
+            return Fault(fault.kind, 1, fault.include_auth, fault.delay, fault.field)
+        return None
+
+    # --- call accounting -----------------------------------------------------------------------
+
+    def record_call(self, operations: list[str], account: str | None, status: int) -> None:
+        self._calls_total += 1
+        self._calls_by_operation.update(operations)
+        if account is not None:
+            self._calls_by_account[account] += 1
+        self._call_log.append(
+            {
+                "at": iso_z(self.now()),
+                "operations": operations,
+                "account": account,
+                "status": status,
+            }
+        )
+
+    def calls(self) -> dict[str, Any]:
+        return {
+            "total": self._calls_total,
+            "by_operation": dict(self._calls_by_operation),
+            "by_account": dict(self._calls_by_account),
+            "log": list(self._call_log),
+        }
+
+    def reset_calls(self) -> None:
+        self._calls_total = 0
+        self._calls_by_operation.clear()
+        self._calls_by_account.clear()
+        self._call_log.clear()
+
+    # --- snapshot ------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as JSON-ready data, without API keys or tokens."""
+        now = self.now()
+        return {
+            "now": iso_z(now),
+            "time_offset_seconds": self.time_offset.total_seconds(),
+            "accounts": [
+                {
+                    "number": number,
+                    "devices": [d.id for d in self.devices.values() if d.account == number],
+                }
+                for number in self.accounts
+            ],
+            "devices": [_device_json(device) for device in self.devices.values()],
+            "completed": [
+                {
+                    "account": item.account,
+                    "start": iso_z(item.start),
+                    "end": iso_z(item.end),
+                    "kwh": item.kwh,
+                    "source": item.source,
+                    "location": item.location,
+                }
+                for item in sorted(self.completed, key=lambda c: c.start)
+            ],
+            "tokens": {
+                "jwt_issued": self._jwts_issued,
+                "jwt_active": sum(1 for t in self._jwts.values() if t.expires_at > now),
+                "refresh_active": sum(1 for r in self._refresh.values() if r.expires_at > now),
+            },
+            "faults": [
+                {
+                    "kind": f.kind,
+                    "remaining": f.remaining,
+                    "include_auth": f.include_auth,
+                    "delay": f.delay,
+                    "field": f.field,
+                }
+                for f in self.faults
+            ],
+        }
+
+
+def _device_json(device: SimDevice) -> dict[str, Any]:
+    return {
+        "id": device.id,
+        "account": device.account,
+        "typename": device.typename,
+        "provider": device.provider,
+        "device_type": device.device_type,
+        "make": device.make,
+        "model": device.model,
+        "status": device.status_current,
+        "current_state": device.current_state,
+        "is_suspended": device.is_suspended,
+        "plugged": device.plugged,
+        "soc_percent": round(device.soc_percent, 2),
+        "battery_kwh": device.battery_kwh,
+        "charger_kw": device.charger_kw,
+        "preferences": {
+            "mode": device.preferences.mode,
+            "target_type": device.preferences.target_type,
+            "unit": device.preferences.unit,
+            "is_charging_duration_capped": device.preferences.charging_duration_capped,
+            "schedules": [
+                {
+                    "day_of_week": s.day_of_week,
+                    "time": s.time.strftime("%H:%M:%S"),
+                    "min": s.min,
+                    "max": s.max,
+                }
+                for s in device.preferences.schedules
+            ],
+        },
+        "planned": [
+            {"start": iso_z(item.start), "end": iso_z(item.end), "type": item.type, "kwh": item.kwh}
+            for item in sorted(device.planned, key=lambda i: i.start)
+        ],
+    }
