@@ -414,7 +414,12 @@ def load_settings(
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"Config file {config_path} is not valid TOML: {exc}") from exc
 
-    environ = {**environ, **_secret_files_from_env(environ)}
+    resolved = _secret_files_from_env(environ)
+    environ = {
+        name: value
+        for name, value in environ.items()
+        if not (name.startswith(ENV_PREFIX) and name.endswith(_SECRET_FILE_SUFFIX))
+    } | resolved
     token = _ENVIRON.set(environ)
     try:
         return Settings(**data)
