@@ -140,8 +140,8 @@ class KrakenClient:
         """Make sure a valid token is held (logs in if needed); raises AuthFailed on a bad key."""
         await self.tokens.token()
 
-    @property
     def token_refresh_due_at(self) -> datetime | None:
+        """When the background refresh should run (None before the first login)."""
         return self.tokens.refresh_due_at
 
     async def refresh_token_if_due(self) -> bool:
