@@ -34,6 +34,7 @@ FALLBACK_LIFETIME = timedelta(minutes=30)
 BACKGROUND_RETRY = timedelta(seconds=60)
 """After a failed background refresh, wait this long before trying again in the background."""
 _UNIX_TIMESTAMP_FLOOR = 1_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _log = get_logger(__name__)
 
@@ -155,7 +156,7 @@ class TokenSource:
         # Keep the refresh token; only the JWT is known to be bad.
         self._token = Token(
             jwt=current.jwt,
-            expires_at=datetime.min.replace(tzinfo=UTC),
+            expires_at=_EPOCH,
             refresh_token=current.refresh_token,
             refresh_expires_at=current.refresh_expires_at,
         )
