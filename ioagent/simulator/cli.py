@@ -1,0 +1,68 @@
+"""``ioagent simulator``: serve the Kraken simulator with the default accounts until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import TextIO
+
+from ioagent.simulator.server import RunningSimulator, run_simulator
+from ioagent.simulator.state import (
+    DEFAULT_ACCOUNT,
+    DEFAULT_API_KEY,
+    DEFAULT_EV_ID,
+    SimulatorState,
+)
+from ioagent.timeutil import utc_now
+
+
+def banner(running: RunningSimulator) -> str:
+    # The key is a published test key of the simulator, not a secret, so printing it is intended.
+    return "\n".join(
+        [
+            "Kraken simulator running.",
+            f"  GraphQL URL:    {running.graphql_url}",
+            f"  Control API:    {running.control_url}  (see docs/simulator.md)",
+            f"  API key:        {DEFAULT_API_KEY}",
+            f"  Account number: {DEFAULT_ACCOUNT}",
+            f"  EV device id:   {DEFAULT_EV_ID}",
+            "Set api_url to the GraphQL URL in ioagent's [octopus] config. Ctrl-C stops.",
+        ]
+    )
+
+
+async def serve(host: str, port: int, out: TextIO, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set, or until SIGINT/SIGTERM."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError):
+            pass  # not the main thread, or Windows: Ctrl-C still raises KeyboardInterrupt
+    try:
+        state = SimulatorState.with_default_account(clock=utc_now)
+        async with run_simulator(state, host=host, port=port) as running:
+            print(banner(running), file=out, flush=True)
+            await stop.wait()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+    print("Kraken simulator stopped.", file=out, flush=True)
+
+
+def cli_simulator(args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(serve(args.host, args.port, sys.stdout))
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        print(
+            f"ioagent simulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        return 1
+    return 0
