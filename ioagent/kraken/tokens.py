@@ -106,6 +106,11 @@ class TokenSource:
         return f"TokenSource({state})"
 
     @property
+    def current(self) -> Token | None:
+        """The token held now (its repr hides the secrets), whether or not it is still valid."""
+        return self._token
+
+    @property
     def expires_at(self) -> datetime | None:
         return self._token.expires_at if self._token else None
 
