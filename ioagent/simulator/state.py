@@ -535,8 +535,10 @@ class SimulatorState:
                 "Unable to trigger boost charge.",
                 boostChargeRefusalReasons=reasons,
             )
-        device.planned = [item for item in device.planned if item.type != "SMART"]
+        self._drop_smart(device)
+        needed = planner.energy_needed_kwh(device.soc_percent, target, device.battery_kwh)
         end = planner.ceil_minute(now + timedelta(hours=needed / device.charger_kw))
+        end = max(end, planner.ceil_minute(now + timedelta(minutes=1)))
         device.planned.append(SimDispatch(now, end, "BOOST", _round_kwh(needed)))
         device.current_state = "BOOSTING"
 
@@ -553,7 +555,7 @@ class SimulatorState:
     def suspend(self, device: SimDevice) -> None:
         device.is_suspended = True
         device.current_state = "SMART_CONTROL_OFF"
-        device.planned = [item for item in device.planned if item.type != "SMART"]
+        self._drop_smart(device)
 
     def unsuspend(self, device: SimDevice) -> None:
         device.is_suspended = False
@@ -570,11 +572,18 @@ class SimulatorState:
         schedules = [(s.day_of_week, s.time, s.max) for s in device.preferences.schedules]
         return planner.next_ready_by(self.now(), schedules)
 
-    def replan(self, device: SimDevice) -> None:
-        """Replace the device's future SMART slots by a fresh plan (slots already running stay)."""
+    def _drop_smart(self, device: SimDevice) -> None:
+        """Withdraw every SMART slot; the part of a running one already charged is completed."""
         now = self.now()
-        running = [i for i in device.planned if i.type == "SMART" and i.start <= now < i.end]
-        device.planned = [i for i in device.planned if i.type != "SMART"] + running
+        for item in [i for i in device.planned if i.type == "SMART"]:
+            device.planned.remove(item)
+            if item.start <= now - timedelta(minutes=1):
+                done = device.charger_kw * (now - item.start).total_seconds() / 3600
+                if item.kwh is not None:
+                    done = min(done, abs(item.kwh))
+                self._complete(device, SimDispatch(item.start, now, "SMART", _round_kwh(done)))
+
+    def _plan(self, device: SimDevice) -> None:
         if (
             not device.plugged
             or device.is_suspended
@@ -585,38 +594,39 @@ class SimulatorState:
         ready = self._ready_by(device)
         if ready is None:
             return
-        plan_from = max([now, *(i.end for i in running)])
-        running_kwh = sum(device.charger_kw * (i.end - now).total_seconds() / 3600 for i in running)
-        soc = device.soc_percent + running_kwh / device.battery_kwh * 100
+        now = self.now()
         slots = planner.plan_smart_charge(
             PlanRequest(
-                now=plan_from,
-                soc_percent=soc,
+                now=now,
+                soc_percent=device.soc_percent,
                 target_percent=ready.target_percent,
                 battery_kwh=device.battery_kwh,
                 charger_kw=device.charger_kw,
                 ready_by=ready.at,
-                seed=f"{self.seed}:{device.id}:{plan_from.isoformat()}:{soc:.3f}",
+                seed=f"{self.seed}:{device.id}:{now.isoformat()}:{device.soc_percent:.3f}",
             )
         )
         device.planned += [
             SimDispatch(slot.start, slot.end, "SMART", _round_kwh(slot.kwh)) for slot in slots
         ]
 
+    def replan(self, device: SimDevice) -> None:
+        """Replace the device's SMART slots by a fresh plan from now (a running slot is cut)."""
+        self._drop_smart(device)
+        self._plan(device)
+
     # --- control API -------------------------------------------------------------------------
 
     def plug(self, device: SimDevice, plugged: bool) -> None:
         device.plugged = plugged
-        if plugged:
-            self.replan(device)
-        else:
-            device.planned = [item for item in device.planned if item.type != "SMART"]
+        self.replan(device)
 
     def set_soc(self, device: SimDevice, soc: float) -> None:
         if not 0 <= soc <= 100:
             raise ValueError("soc must be between 0 and 100")
+        self._drop_smart(device)
         device.soc_percent = float(soc)
-        self.replan(device)
+        self._plan(device)
 
     def set_device_state(self, device: SimDevice, state: str) -> None:
         if state not in DEVICE_STATES:
