@@ -113,9 +113,16 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) ->
             f"({len(migrations)}); upgrade ioagent or point [storage] path at another file"
         )
     for version in range(current + 1, len(migrations) + 1):
-        conn.executescript(
-            f"BEGIN IMMEDIATE;\n{migrations[version - 1]}\nPRAGMA user_version = {version};\nCOMMIT;"
-        )
+        try:
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{migrations[version - 1]}\n"
+                f"PRAGMA user_version = {version};\nCOMMIT;"
+            )
+        except BaseException:
+            # executescript stops at the failing statement with the transaction still open.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
     return len(migrations)
 
 
