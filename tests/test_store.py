@@ -488,17 +488,25 @@ async def test_disk_full_while_running_keeps_the_data_in_memory(db_path: Path) -
     on_disk.close()
 
 
-async def test_a_corrupt_file_is_left_alone_and_memory_is_used(db_path: Path) -> None:
+GARBAGE = b"this is not a database" * 100
+
+
+@pytest.fixture
+def corrupt_db(db_path: Path) -> Path:
     db_path.parent.mkdir(parents=True)
-    garbage = b"this is not a database" * 100
-    db_path.write_bytes(garbage)
+    db_path.write_bytes(GARBAGE)
+    return db_path
+
+
+async def test_a_corrupt_file_is_left_alone_and_memory_is_used(corrupt_db: Path) -> None:
+    db_path = corrupt_db
     store = await AsyncStore.open(db_path)
     assert not store.healthy
     assert store.error == f"{db_path}: file is not an SQLite database"
     await store.set_meta("k", "v")
     assert await store.get_meta("k") == "v"
     await store.close()
-    assert db_path.read_bytes() == garbage
+    assert await asyncio.to_thread(db_path.read_bytes) == GARBAGE
 
 
 async def test_a_newer_schema_is_not_touched(db_path: Path) -> None:
