@@ -1,0 +1,165 @@
+"""``ioagent dispatches`` end to end: a real subprocess against the simulator in this test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ioagent.simulator.server import RunningSimulator
+from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, DEFAULT_EV_ID
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+
+async def control(sim: RunningSimulator, path: str, body: Any = None) -> Any:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            "GET" if body is None else "POST", f"{sim.control_url}/{path}", json=body
+        ) as response,
+    ):
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+def write_config(tmp_path: Path, api_url: str, api_key: str = DEFAULT_API_KEY) -> Path:
+    path = tmp_path / "ioagent.toml"
+    path.write_text(
+        f'[octopus]\napi_key = "{api_key}"\napi_url = "{api_url}"\nread_timeout = 5\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+async def run_cli(*args: str) -> Run:
+    """Run ``python -m ioagent dispatches`` without blocking the simulator's event loop."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOAGENT_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ioagent",
+        "dispatches",
+        *args,
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return Run(process.returncode, stdout.decode(), stderr.decode())
+
+
+async def _plugged_in_with_history(simulator: RunningSimulator) -> dict[str, Any]:
+    await control(simulator, "plug", {"device_id": DEFAULT_EV_ID, "plugged": True})
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    await control(
+        simulator,
+        "completed",
+        {
+            "account": DEFAULT_ACCOUNT,
+            "start": (end - timedelta(minutes=45)).isoformat(),
+            "end": end.isoformat(),
+            "kwh": 4.25,
+            "source": "smart-charge",
+            "location": "AT_HOME",
+        },
+    )
+    state = await control(simulator, "state")
+    device: dict[str, Any] = next(d for d in state["devices"] if d["id"] == DEFAULT_EV_ID)
+    assert device["planned"], "plugging in should make a plan"
+    return device
+
+
+async def test_prints_the_plan_as_a_table(simulator: RunningSimulator, tmp_path: Path) -> None:
+    device = await _plugged_in_with_history(simulator)
+    run = await run_cli("--config", str(write_config(tmp_path, simulator.graphql_url)))
+    assert run.code == 0, run.stderr
+    out = run.stdout
+    assert f"Account {DEFAULT_ACCOUNT}" in out
+    assert f"Tesla Model 3 [{DEFAULT_EV_ID}]" in out
+    assert "LIVE, SMART_CONTROL_CAPABLE, suspended: no" in out
+    assert "target 80% by 07:30 every day (CHARGE, 6-hour cap ENABLED)" in out
+    smart_rows = [line for line in out.splitlines() if "  SMART  " in line]
+    # One row per planned slot, plus the completed smart charge (4.25 kWh, at home).
+    assert len(smart_rows) == len(device["planned"]) + 1
+    assert smart_rows[-1].split()[-2:] == ["AT_HOME", "4.25"]
+    assert DEFAULT_API_KEY not in out + run.stderr
+
+
+async def test_prints_json_with_utc_times(simulator: RunningSimulator, tmp_path: Path) -> None:
+    device = await _plugged_in_with_history(simulator)
+    run = await run_cli("--config", str(write_config(tmp_path, simulator.graphql_url)), "--json")
+    assert run.code == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["account"] == DEFAULT_ACCOUNT
+    assert report["errors"] == {}
+    [ev] = report["devices"]
+    assert ev["id"] == DEFAULT_EV_ID
+    assert ev["status"] == {
+        "current": "LIVE",
+        "current_state": "SMART_CONTROL_CAPABLE",
+        "is_suspended": False,
+    }
+    assert [(s["time"], s["max"]) for s in ev["preferences"]["schedules"]] == [("07:30", 80.0)] * 7
+    assert [(p["start"], p["end"], p["type"]) for p in ev["planned"]] == [
+        (p["start"], p["end"], p["type"]) for p in device["planned"]
+    ]
+    assert all(p["start"].endswith("Z") and p["end"].endswith("Z") for p in ev["planned"])
+    [completed] = report["completed"]
+    assert (completed["kwh"], completed["type"], completed["location"]) == (
+        4.25,
+        "SMART",
+        "AT_HOME",
+    )
+    assert completed["end"].endswith("Z")
+
+
+async def test_partial_failure_is_shown(simulator: RunningSimulator, tmp_path: Path) -> None:
+    await control(simulator, "faults", {"kind": "kt_4340", "count": 1})
+    run = await run_cli("--config", str(write_config(tmp_path, simulator.graphql_url)))
+    assert run.code == 0, run.stderr
+    assert "planned dispatches: could not be read" in run.stdout
+    assert "KT-CT-4340" in run.stdout
+    assert "preferences: target 80% by 07:30" in run.stdout
+
+
+async def test_bad_key_exits_1_with_one_clear_line(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    bad_key = "sk_test_definitely_wrong_key"
+    run = await run_cli("--config", str(write_config(tmp_path, simulator.graphql_url, bad_key)))
+    assert run.code == 1
+    assert run.stdout == ""
+    assert run.stderr.strip().splitlines() == [
+        "ioagent dispatches: Octopus refused the API key; check octopus.api_key [KT-CT-1139]"
+    ]
+    assert bad_key not in run.stderr
+
+
+async def test_unreachable_api_exits_1(tmp_path: Path) -> None:
+    run = await run_cli("--config", str(write_config(tmp_path, "http://127.0.0.1:9/v1/graphql/")))
+    assert run.code == 1
+    [line] = run.stderr.strip().splitlines()
+    assert "cannot get an answer from the Kraken API at http://127.0.0.1:9/v1/graphql/" in line
+
+
+async def test_config_error_exits_2(tmp_path: Path) -> None:
+    run = await run_cli("--config", str(tmp_path / "missing.toml"))
+    assert run.code == 2
+    assert "missing.toml does not exist" in run.stderr
