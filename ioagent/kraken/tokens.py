@@ -187,6 +187,9 @@ class TokenSource:
         except KrakenError as exc:
             self._background_not_before = self._clock() + BACKGROUND_RETRY
             _log.warning("kraken_token_refresh_failed", error=str(exc), code=exc.code)
+        except Exception as exc:  # a background task has nobody to raise to
+            self._background_not_before = self._clock() + BACKGROUND_RETRY
+            _log.error("kraken_token_refresh_crashed", error=type(exc).__name__)
 
     async def _renew(self) -> Token:
         """Refresh with the refresh token while it lasts, else log in with the API key.
