@@ -1,0 +1,310 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from ioagent.cli import main
+from ioagent.history import (
+    CAP_FLAG_META,
+    NightSummary,
+    night_bounds,
+    night_of,
+    nightly_history,
+    summarise_night,
+)
+from ioagent.kraken.types import CompletedDispatch, Dispatch
+from ioagent.store import SlotRecord, Store
+from ioagent.tariff import TariffRules
+
+LONDON = ZoneInfo("Europe/London")
+RULES = TariffRules(zone=LONDON, offpeak_start=time(23, 30), offpeak_end=time(5, 30))
+ACCOUNT = "A-1234ABCD"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def completed(
+    start: str,
+    end: str,
+    kwh: float | None,
+    source: str | None = "smart-charge",
+    location: str | None = "AT_HOME",
+) -> CompletedDispatch:
+    return CompletedDispatch(utc(start), utc(end), kwh, source, location)
+
+
+def withdrawn_slot(start: str, end: str, withdrawn: bool = True) -> SlotRecord:
+    return SlotRecord(
+        account=ACCOUNT,
+        device_id="dev",
+        start=utc(start),
+        end=utc(end),
+        type="SMART",
+        kwh=1.0,
+        first_seen=utc(start) - timedelta(hours=3),
+        last_seen=utc(start) - timedelta(hours=2),
+        withdrawn_at=utc(start) - timedelta(hours=1) if withdrawn else None,
+        replaced_at=None,
+    )
+
+
+# --- night boundaries ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("instant", "night"),
+    [
+        ("2026-02-08 05:29:59", date(2026, 2, 7)),  # GMT: 05:30 local is 05:30 UTC
+        ("2026-02-08 05:30:00", date(2026, 2, 8)),
+        ("2026-02-07 23:59:00", date(2026, 2, 7)),
+        ("2026-07-01 04:29:59", date(2026, 6, 30)),  # BST: 05:30 local is 04:30 UTC
+        ("2026-07-01 04:30:00", date(2026, 7, 1)),
+    ],
+)
+def test_night_of(instant: str, night: date) -> None:
+    assert night_of(utc(instant), RULES) == night
+
+
+@pytest.mark.parametrize(
+    ("night", "length_hours", "fixed_hours"),
+    [
+        (date(2026, 2, 7), 24, 6.0),
+        # Clocks go forward at 01:00 GMT on 29 March: 23:30 GMT -> 05:30 BST is 5 h.
+        (date(2026, 3, 28), 23, 5.0),
+        # Clocks go back at 02:00 BST on 25 October: 23:30 BST -> 05:30 GMT is 7 h.
+        (date(2026, 10, 24), 25, 7.0),
+    ],
+)
+def test_nights_follow_the_wall_clock_through_dst(
+    night: date, length_hours: int, fixed_hours: float
+) -> None:
+    start, end = night_bounds(night, RULES)
+    assert end - start == timedelta(hours=length_hours)
+    summary = summarise_night(night, RULES, [], [], now=end + timedelta(days=1))
+    assert summary.fixed_offpeak_hours == fixed_hours
+    assert summary.extra_offpeak_hours == 0
+
+
+# --- the hand-computed fixture -------------------------------------------------------------
+#
+# February, so London is on GMT and local time equals UTC. Fixed window 23:30-05:30, rounding
+# to half-hours, no cap.
+#   night 2026-02-07 = [02-07 05:30, 02-08 05:30)     night 2026-02-08 = [02-08 05:30, 02-09 05:30)
+#
+# | completed dispatch                   | widened      | extra h (night)              | kWh       |
+# |--------------------------------------|--------------|------------------------------|-----------|
+# | a 02-07 19:30-20:15 smart AT_HOME    | 19:30-20:30  | 1.0 (07)                     | 3.5 smart |
+# | b 02-07 13:37:11-13:38:27 smart null | 13:30-14:00  | 0.5 (07)                     | 0.2 smart |
+# | c 02-07 23:00-00:30 smart AT_HOME    | 23:00-00:30  | 0.5 (07): 23:00-23:30 only   | 5.0 smart |
+# | d 02-07 15:00-16:00 smart AWAY       | -            | 0                            | 7.0 away  |
+# | e 02-07 17:00-17:30 bump AT_HOME     | -            | 0 (boost is peak)            | 3.0 boost |
+# | f 02-08 05:00-06:10 smart AT_HOME    | 05:00-06:30  | 0 (07, inside fixed);        | 4.0 smart |
+# |                                      |              | 1.0 (08): 05:30-06:30        | (07)      |
+# | g 02-08 21:10-21:20 smart location ? | 21:00-21:30  | 0.5 (08)                     | 0.8 smart |
+#
+# night 07: fixed 6.0, extra 1.0 + 0.5 + 0.5 = 2.0, smart 3.5 + 0.2 + 5.0 + 4.0 = 12.7,
+#           away 7.0, boost 3.0; withdrawn: the 18:00 slot (the 21:00 one was not withdrawn).
+# night 08 at now = 02-09 03:00 (in progress): fixed 23:30-03:00 = 3.5, extra 1.0 + 0.5 = 1.5,
+#           smart 0.8, away 0, boost 0, withdrawn: the 02-09 01:00 slot.
+
+FIXTURE_COMPLETED = [
+    completed("2026-02-07 19:30", "2026-02-07 20:15", -3.5),
+    completed("2026-02-07 13:37:11", "2026-02-07 13:38:27", -0.2, source=None, location=None),
+    completed("2026-02-07 23:00", "2026-02-08 00:30", -5.0),
+    completed("2026-02-07 15:00", "2026-02-07 16:00", -7.0, location="AWAY"),
+    completed("2026-02-07 17:00", "2026-02-07 17:30", -3.0, source="bump-charge"),
+    completed("2026-02-08 05:00", "2026-02-08 06:10", -4.0),
+    completed("2026-02-08 21:10", "2026-02-08 21:20", 0.8, location=None),
+]
+FIXTURE_WITHDRAWN = [
+    withdrawn_slot("2026-02-07 18:00", "2026-02-07 19:00"),
+    withdrawn_slot("2026-02-07 21:00", "2026-02-07 22:00", withdrawn=False),
+    withdrawn_slot("2026-02-09 01:00", "2026-02-09 02:00"),
+]
+FIXTURE_NOW = utc("2026-02-09 03:00")
+EXPECTED = [
+    NightSummary(
+        night=date(2026, 2, 7),
+        start=utc("2026-02-07 05:30"),
+        end=utc("2026-02-08 05:30"),
+        complete=True,
+        fixed_offpeak_hours=6.0,
+        extra_offpeak_hours=2.0,
+        smart_kwh=12.7,
+        away_kwh=7.0,
+        boost_kwh=3.0,
+        slots_withdrawn=1,
+    ),
+    NightSummary(
+        night=date(2026, 2, 8),
+        start=utc("2026-02-08 05:30"),
+        end=utc("2026-02-09 05:30"),
+        complete=False,
+        fixed_offpeak_hours=3.5,
+        extra_offpeak_hours=1.5,
+        smart_kwh=0.8,
+        away_kwh=0.0,
+        boost_kwh=0.0,
+        slots_withdrawn=1,
+    ),
+]
+
+
+def test_nightly_history_matches_the_hand_computed_fixture() -> None:
+    history = nightly_history(FIXTURE_COMPLETED, FIXTURE_WITHDRAWN, RULES, FIXTURE_NOW, nights=2)
+    assert [n.as_json() for n in history] == [n.as_json() for n in EXPECTED]
+
+
+def test_more_nights_than_recorded_show_zeros() -> None:
+    history = nightly_history(FIXTURE_COMPLETED, FIXTURE_WITHDRAWN, RULES, FIXTURE_NOW, nights=4)
+    assert [n.night for n in history] == [date(2026, 2, d) for d in (5, 6, 7, 8)]
+    assert history[0].extra_offpeak_hours == 0 and history[0].smart_kwh == 0
+    assert history[0].fixed_offpeak_hours == 6.0
+
+
+def test_the_cap_limits_extra_hours() -> None:
+    # Cap of 1 h: 13:00-14:00 uses the whole budget, so 19:00-20:00 is billed at peak.
+    capped = TariffRules(
+        zone=LONDON,
+        offpeak_start=time(23, 30),
+        offpeak_end=time(5, 30),
+        smart_cap=True,
+        smart_cap_hours=1.0,
+    )
+    slots = [
+        completed("2026-02-07 13:00", "2026-02-07 14:00", -7.0),
+        completed("2026-02-07 19:00", "2026-02-07 20:00", -7.0),
+    ]
+    night = date(2026, 2, 7)
+    assert summarise_night(night, capped, slots, [], FIXTURE_NOW).extra_offpeak_hours == 1.0
+    assert summarise_night(night, RULES, slots, [], FIXTURE_NOW).extra_offpeak_hours == 2.0
+
+
+def test_without_rounding_only_the_slot_itself_counts() -> None:
+    exact = TariffRules(
+        zone=LONDON, offpeak_start=time(23, 30), offpeak_end=time(5, 30), round_to_half_hour=False
+    )
+    slots = [completed("2026-02-07 19:30", "2026-02-07 20:15", -3.5)]
+    summary = summarise_night(date(2026, 2, 7), exact, slots, [], FIXTURE_NOW)
+    assert summary.extra_offpeak_hours == 0.75
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def _prepare(tmp_path: Path, now: datetime) -> tuple[Path, date]:
+    """A database whose last complete night holds the dispatches a and e of the fixture table,
+    a slot withdrawn before it started and one moved (replaced), plus a config file."""
+    night = night_of(now, RULES) - timedelta(days=1)
+
+    def local(hh: int, mm: int) -> datetime:
+        return datetime.combine(night, time(hh, mm), tzinfo=LONDON).astimezone(UTC)
+
+    db = tmp_path / "state" / "ioagent.db"
+    store = Store.open(db)
+    store.add_completed(
+        ACCOUNT,
+        [
+            CompletedDispatch(local(19, 30), local(20, 15), -3.5, "smart-charge", "AT_HOME"),
+            CompletedDispatch(local(17, 0), local(17, 30), -3.0, "bump-charge", "AT_HOME"),
+        ],
+    )
+    early = local(12, 0)
+    store.save_plan(ACCOUNT, "dev", [Dispatch(local(18, 0), local(19, 0), "SMART", 2.0)], early)
+    store.save_plan(ACCOUNT, "dev", [], early + timedelta(minutes=5))
+    moved_from = [Dispatch(local(21, 0), local(22, 0), "SMART", 2.0)]
+    moved_to = [Dispatch(local(21, 0), local(22, 30), "SMART", 2.0)]
+    store.save_plan(ACCOUNT, "dev", moved_from, early + timedelta(minutes=10))
+    store.save_plan(ACCOUNT, "dev", moved_to, early + timedelta(minutes=15))
+    store.close()
+    config = tmp_path / "ioagent.toml"
+    config.write_text(f'[octopus]\napi_key = "sk_test_x"\n\n[storage]\npath = "{db}"\n')
+    return config, night
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("IOAGENT_")}
+
+
+def test_history_json_from_a_prepared_database(tmp_path: Path) -> None:
+    config, night = _prepare(tmp_path, datetime.now(UTC))
+    result = subprocess.run(
+        [sys.executable, "-m", "ioagent", "history", "--config", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=_clean_env(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["timezone"] == "Europe/London"
+    (account,) = report["accounts"]
+    assert account["account"] == ACCOUNT and account["smart_cap"] is False
+    assert len(account["nights"]) == 14
+    (row,) = [n for n in account["nights"] if n["night"] == night.isoformat()]
+    assert row["complete"] is True
+    # a: 19:30-20:15 widens to 19:30-20:30 (1 h, 3.5 kWh); e: boost 3.0 kWh, no extra time.
+    assert row["extra_offpeak_hours"] == 1.0
+    assert row["smart_kwh"] == 3.5
+    assert row["boost_kwh"] == 3.0
+    assert row["slots_withdrawn"] == 1
+    assert account["totals"]["smart_kwh"] == 3.5
+
+
+def test_history_table_and_days(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, night = _prepare(tmp_path, datetime.now(UTC))
+    assert main(["history", "--config", str(config), "--days", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"Account {ACCOUNT}" in out
+    rows = [line for line in out.splitlines() if line[:4].isdigit()]
+    assert len(rows) == 3
+    (row,) = [line for line in rows if line.startswith(night.isoformat())]
+    # Columns: night, fixed h (5-7 depending on DST), extra h, smart, away, boost, withdrawn.
+    assert row.split()[2:] == ["1.0", "3.50", "0.00", "3.00", "1"]
+
+
+def test_history_follows_the_device_cap_flag_when_auto(tmp_path: Path) -> None:
+    config, _night = _prepare(tmp_path, datetime.now(UTC))
+    db = tmp_path / "state" / "ioagent.db"
+    store = Store.open(db)
+    store.set_meta(CAP_FLAG_META.format(account=ACCOUNT), "ENABLED")
+    store.close()
+    result = subprocess.run(
+        [sys.executable, "-m", "ioagent", "history", "-c", str(config), "--json", "--days", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=_clean_env(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["accounts"][0]["smart_cap"] is True
+
+
+def test_history_without_a_database_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "ioagent.toml"
+    missing = tmp_path / "nothing" / "ioagent.db"
+    config.write_text(f'[octopus]\napi_key = "sk_test_x"\n\n[storage]\npath = "{missing}"\n')
+    assert main(["history", "--config", str(config)]) == 1
+    assert f"database {missing} does not exist" in capsys.readouterr().err
+    assert not missing.parent.exists()
+
+
+def test_history_rejects_zero_days(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["history", "--days", "0"]) == 2
+    assert "--days must be at least 1" in capsys.readouterr().err
