@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -116,7 +118,7 @@ async def test_add_remove_shift_and_clear_dispatches(harness: Harness) -> None:
     ]
     await harness.control.shift_dispatch(DEFAULT_EV_ID, at(3), at(0.5), at(0.75))
     planned = await harness.planned()
-    assert [(p["start"], p["end"]) for p in planned][0] == (
+    assert (planned[0]["start"], planned[0]["end"]) == (
         "2026-07-14T16:30:00+00:00",
         "2026-07-14T16:45:00+00:00",
     )
@@ -217,11 +219,10 @@ async def test_device_state_and_time_offset(harness: Harness) -> None:
 
 
 async def test_cli_serve_prints_connection_details_and_stops() -> None:
-    out, stop = io.StringIO(), asyncio.Event()
-    task = asyncio.create_task(serve("127.0.0.1", 0, out, stop))
+    out, stop, ready = io.StringIO(), asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve("127.0.0.1", 0, out, stop, ready))
     async with asyncio.timeout(10):
-        while "Account number" not in out.getvalue():
-            await asyncio.sleep(0.01)
+        await ready.wait()
     banner = out.getvalue()
     url = next(line.split()[-1] for line in banner.splitlines() if "GraphQL URL" in line)
     async with aiohttp.ClientSession() as http, http.post(url, json={"query": "{ x }"}) as resp:
@@ -231,3 +232,33 @@ async def test_cli_serve_prints_connection_details_and_stops() -> None:
     async with asyncio.timeout(10):
         await task
     assert out.getvalue().endswith("Kraken simulator stopped.\n")
+
+
+async def test_cli_stops_cleanly_on_sigterm() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ioagent",
+        "simulator",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(20):
+            lines = []
+            while not lines or "Account number" not in lines[-1]:
+                line = await process.stdout.readline()
+                assert line, "".join(lines)
+                lines.append(line.decode())
+            process.send_signal(signal.SIGTERM)
+            rest = (await process.stdout.read()).decode()
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert "Kraken simulator stopped." in rest
+    assert "Traceback" not in rest

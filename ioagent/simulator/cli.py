@@ -33,8 +33,14 @@ def banner(running: RunningSimulator) -> str:
     )
 
 
-async def serve(host: str, port: int, out: TextIO, stop: asyncio.Event | None = None) -> None:
-    """Serve until ``stop`` is set, or until SIGINT/SIGTERM."""
+async def serve(
+    host: str,
+    port: int,
+    out: TextIO,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve until ``stop`` is set, or until SIGINT/SIGTERM; ``ready`` is set once listening."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -48,6 +54,8 @@ async def serve(host: str, port: int, out: TextIO, stop: asyncio.Event | None = 
         state = SimulatorState.with_default_account(clock=utc_now)
         async with run_simulator(state, host=host, port=port) as running:
             print(banner(running), file=out, flush=True)
+            if ready is not None:
+                ready.set()
             await stop.wait()
     finally:
         for signum in installed:

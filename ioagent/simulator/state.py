@@ -24,6 +24,7 @@ from ioagent.timeutil import Clock, iso_z
 DEFAULT_ACCOUNT = "A-SIM00001"
 DEFAULT_API_KEY = "sk_test_ioagent_simulator_key"
 DEFAULT_EV_ID = "00000000-5117-4e0a-9c1d-000000000001"
+DEFAULT_DEVICE_ID = DEFAULT_EV_ID
 SECOND_ACCOUNT = "A-SIM00002"
 SECOND_API_KEY = "sk_test_ioagent_simulator_key2"
 DEFAULT_CHARGER_ID = "00000000-5117-4e0a-9c1d-000000000002"
