@@ -106,7 +106,7 @@ class AsyncStore:
     def _open_sync(self) -> None:
         try:
             self._store = Store.open(self.path)
-        except STORAGE_ERRORS as exc:
+        except Exception as exc:  # storage errors mostly; whatever it is, run from memory
             self._degrade(exc, lambda: _salvage(self.path))
 
     @property
