@@ -222,10 +222,11 @@ async def running(bridge: MqttBridge, *, wait: bool = True) -> AsyncIterator[asy
         yield task
     finally:
         await bridge.shutdown(wait_seconds=3)
-        if not task.done():
-            task.cancel()
+        stopped_by_shutdown = task.done() and not task.cancelled()
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    assert stopped_by_shutdown, "shutdown() did not make run() return"
 
 
 async def publish_as_user(
@@ -525,3 +526,87 @@ async def test_wrong_password_is_reported_clearly_and_retried(
     right = make_bridge(broker, username="ioagent", password="right-horse-battery")
     async with running(right):
         assert right.connected
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for "other.example" (not 127.0.0.1)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = directory / "ca.key", directory / "ca.crt"
+    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    extensions = directory / "san.ext"
+    extensions.write_text("subjectAltName=DNS:other.example\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    days = ["-days", "2"]
+    commands = [
+        [
+            "openssl",
+            "req",
+            "-x509",
+            *ec,
+            *days,
+            "-keyout",
+            ca_key,
+            "-out",
+            ca_cert,
+            "-subj",
+            "/CN=CA",
+        ],
+        ["openssl", "req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=other.example"],
+        [
+            *("openssl", "x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key),
+            *("-CAcreateserial", "-out", cert, *days, "-extfile", extensions),
+        ],
+    ]
+    for command in commands:
+        subprocess.run([str(part) for part in command], check=True, capture_output=True)
+    return ca_cert, cert, key
+
+
+@pytest.fixture
+async def tls_broker(broker: Broker, tmp_path: Path) -> Path:
+    """Turn the test broker into a TLS-only one; returns the CA certificate."""
+    ca_cert, cert, key = await asyncio.to_thread(make_certificates, tmp_path / "certs")
+    broker.listener_options = [f"cafile {ca_cert}", f"certfile {cert}", f"keyfile {key}"]
+    if os.geteuid() == 0:
+        broker.extra_config = ["user root"]
+    await asyncio.to_thread(broker.restart)
+    return ca_cert
+
+
+async def test_tls_with_the_right_ca_connects_and_round_trips(
+    broker: Broker, tls_broker: Path
+) -> None:
+    received: list[IncomingMessage] = []
+
+    async def on_message(message: IncomingMessage) -> None:
+        received.append(message)
+
+    # The certificate names other.example, so only insecure (no host-name check) connects.
+    tls = {"enabled": True, "ca_file": tls_broker, "insecure": True}
+    bridge = make_bridge(broker, on_message, tls=tls)
+    async with running(bridge):
+        await bridge.publish("t/set/boost", "on")
+        await eventually(lambda: len(received) == 1)
+    assert received[0].payload == b"on"
+
+
+@pytest.mark.parametrize(
+    ("tls", "reason"),
+    [
+        ({"enabled": True}, "certificate verify failed"),
+        ({"enabled": True, "ca_file": "CA"}, "match"),
+    ],
+    ids=["unknown-ca", "host-name-mismatch"],
+)
+async def test_tls_failures_are_reported(
+    broker: Broker, tls_broker: Path, tls: dict[str, Any], reason: str
+) -> None:
+    tls = {key: tls_broker if value == "CA" else value for key, value in tls.items()}
+    bridge = make_bridge(broker, tls=tls)
+    with capture_logs() as logs:
+        async with running(bridge, wait=False):
+            await eventually(lambda: any(e.get("retry_in") for e in logs))
+            assert not bridge.connected
+    failure = next(e["event"] for e in logs if e.get("retry_in"))
+    assert failure.startswith(f"TLS with the MQTT broker at {broker.host}:{broker.port} failed")
+    assert reason in failure
