@@ -104,7 +104,7 @@ def backoff_delay(
 ) -> float:
     """Exponential backoff with full jitter in the upper half: ``failures`` counts from 1."""
     rng = rng or random.Random()
-    ceiling = min(maximum, initial * 2 ** max(0, failures - 1))
+    ceiling = min(maximum, initial * 2.0 ** min(max(0, failures - 1), 32))
     return ceiling / 2 + rng.random() * ceiling / 2
 
 

@@ -1,0 +1,409 @@
+"""One account's pipeline: poll result -> effective plan -> events -> retained state.
+
+The agent owns no sockets and no timers. It is given a Kraken client, a publisher, a store and
+a clock, so the whole pipeline runs in tests without a broker and without sleeping. The daemon
+decides *when* to poll (``ioagent.poller``) and *when* a boundary is due (``ioagent.daemon``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from ioagent.async_store import AsyncStore
+from ioagent.config import TariffSettings
+from ioagent.kraken.client import KrakenClient, PollResult
+from ioagent.kraken.errors import (
+    ApiChanged,
+    AuthFailed,
+    KrakenError,
+    RateLimited,
+)
+from ioagent.kraken.types import BOOST, CompletedDispatch, Device, Dispatch
+from ioagent.logs import get_logger
+from ioagent.plan import (
+    DEFAULT_KEEP,
+    PlanEvent,
+    carry_started,
+    diff,
+    drop_finished,
+    event_json,
+    slot_json,
+)
+from ioagent.publisher import Publisher
+from ioagent.tariff import TariffRules, TariffState, evaluate, transitions
+from ioagent.timeutil import Clock, iso_z, parse_iso
+from ioagent.topics import Topics
+
+ApiState = Literal["ok", "degraded", "rate_limited", "auth_failed", "api_changed"]
+
+ACTIVE_STATES = frozenset({"SMART_CONTROL_IN_PROGRESS", "BOOSTING"})
+KEEP_FINISHED = DEFAULT_KEEP  # the cap needs the earlier slots of the tariff day
+TRANSITIONS_HORIZON = timedelta(hours=24)
+SOON = timedelta(hours=1)
+
+log = get_logger("ioagent.agent")
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _time_or_empty(value: datetime | None) -> str:
+    return iso_z(value) if value is not None else ""
+
+
+def api_state_for(error: KrakenError) -> ApiState:
+    if isinstance(error, AuthFailed):
+        return "auth_failed"
+    if isinstance(error, RateLimited):
+        return "rate_limited"
+    if isinstance(error, ApiChanged):
+        return "api_changed"
+    return "degraded"
+
+
+@dataclass
+class ApiHealth:
+    state: ApiState = "ok"
+    last_success: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+    def as_json(self, now: datetime, storage_error: str | None = None) -> str:
+        stale = None
+        if self.last_success is not None:
+            stale = max(0, int((now - self.last_success).total_seconds()))
+        return json.dumps(
+            {
+                "state": self.state,
+                "last_success": _time_or_empty(self.last_success) or None,
+                "last_error": self.last_error,
+                "last_error_at": _time_or_empty(self.last_error_at) or None,
+                "stale_seconds": stale,
+                "storage": "ok" if storage_error is None else f"degraded: {storage_error}",
+            },
+            sort_keys=True,
+        )
+
+
+@dataclass
+class PollOutcome:
+    ok: bool
+    events: list[PlanEvent] = field(default_factory=list)
+    error: KrakenError | None = None
+    devices_changed: bool = False
+
+
+class AccountAgent:
+    """Keeps one account's plan and publishes its retained topics when they change."""
+
+    def __init__(
+        self,
+        *,
+        account: str,
+        client: KrakenClient,
+        publisher: Publisher,
+        store: AsyncStore | None,
+        topics: Topics,
+        tariff: TariffSettings,
+        clock: Clock,
+    ) -> None:
+        self.account = account
+        self.client = client
+        self.publisher = publisher
+        self.store = store
+        self.topics = topics
+        self.tariff_settings = tariff
+        self.clock = clock
+        self.devices: list[Device] = []
+        self.plans: dict[str, tuple[Dispatch, ...]] = {}
+        self.completed: list[CompletedDispatch] = []
+        self.health = ApiHealth()
+        self.have_plan = False
+        self._published: dict[str, str] = {}
+
+    # ----- derived state -----
+    @property
+    def device_ids(self) -> list[str]:
+        return [device.id for device in self.devices]
+
+    @property
+    def primary_device(self) -> Device | None:
+        live = [device for device in self.devices if device.is_live]
+        candidates = live or self.devices
+        return candidates[0] if candidates else None
+
+    @property
+    def plan(self) -> list[Dispatch]:
+        merged = [slot for slots in self.plans.values() for slot in slots]
+        return sorted(merged, key=lambda d: (d.start, d.end, d.device_id or "", d.type))
+
+    def rules(self) -> TariffRules:
+        device = self.primary_device
+        capped = (
+            device.preferences.charging_duration_capped if device and device.preferences else None
+        )
+        return TariffRules.from_settings(self.tariff_settings, capped)
+
+    def tariff_state(self, now: datetime) -> TariffState:
+        return evaluate(self.plan, self.rules(), now)
+
+    def is_active(self, now: datetime) -> bool:
+        """Something is happening: charging, boosting, or a slot starts within the hour."""
+        if any(device.current_state in ACTIVE_STATES for device in self.devices):
+            return True
+        return any(slot.start <= now + SOON and slot.end > now for slot in self.plan)
+
+    # ----- publishing -----
+    async def _put(self, topic: str, payload: str, *, retain: bool = True) -> None:
+        if retain:
+            if self._published.get(topic) == payload:
+                return
+            # Claimed before the first await: the poll and the boundary timer publish concurrently.
+            self._published[topic] = payload
+        await self.publisher.publish(topic, payload, retain=retain)
+        if retain and self.store is not None:
+            await self.store.save_retained(topic, payload, self.clock())
+
+    async def publish_api(self) -> None:
+        storage_error = None
+        if self.store is not None and not self.store.healthy:
+            storage_error = self.store.error or "database unavailable; keeping state in memory"
+        await self._put(self.topics.api, self.health.as_json(self.clock(), storage_error))
+
+    async def publish_tariff(self, now: datetime | None = None) -> TariffState:
+        now = now or self.clock()
+        state = self.tariff_state(now)
+        t = self.topics
+        await self._put(t.offpeak, _bool(state.offpeak))
+        await self._put(t.dispatching, _bool(state.dispatching))
+        await self._put(t.next_offpeak_start, _time_or_empty(state.next_offpeak_start))
+        await self._put(t.offpeak_end, _time_or_empty(state.offpeak_end))
+        await self._put(t.next_dispatch_start, _time_or_empty(state.next_dispatch_start))
+        await self._put(t.next_dispatch_end, _time_or_empty(state.next_dispatch_end))
+        upcoming = [
+            {"at": iso_z(at), "offpeak": offpeak, "dispatching": dispatching}
+            for at, offpeak, dispatching in transitions(
+                self.plan, self.rules(), now, TRANSITIONS_HORIZON
+            )
+        ]
+        await self._put(t.transitions, json.dumps(upcoming))
+        boosting = any(
+            slot.type == BOOST and slot.start <= now < slot.end for slot in self.plan
+        ) or any(device.current_state == "BOOSTING" for device in self.devices)
+        if self.devices:
+            await self._put(t.boost, "on" if boosting else "off")
+        return state
+
+    async def publish_plan(self, now: datetime) -> None:
+        t = self.topics
+        plan = _upcoming(self.plan, now)
+        await self._put(t.planned, json.dumps([slot_json(slot) for slot in plan]))
+        remaining = sum(slot.kwh or 0.0 for slot in plan)
+        await self._put(t.planned_kwh, f"{remaining:.2f}")
+        completed = sorted(self.completed, key=lambda c: c.start)
+        await self._put(t.completed, json.dumps([slot_json(c.as_dispatch()) for c in completed]))
+
+    async def publish_device(self, now: datetime) -> None:
+        device = self.primary_device
+        if device is None:
+            return
+        t = self.topics
+        await self._put(t.device_state, device.current_state or "UNKNOWN")
+        await self._put(
+            t.device,
+            json.dumps(
+                {
+                    "id": device.id,
+                    "type": device.typename,
+                    "device_type": device.device_type,
+                    "provider": device.provider,
+                    "make": device.make,
+                    "model": device.model,
+                    "status": device.status_current,
+                    "state": device.current_state,
+                    "suspended": device.is_suspended,
+                    "device_ids": self.device_ids,
+                },
+                sort_keys=True,
+            ),
+        )
+        await self._put(t.smart_control, "off" if device.is_suspended else "on")
+        prefs = device.preferences
+        if prefs is None:
+            return
+        today = now.astimezone(self.rules().zone).strftime("%A").upper()
+        schedule = prefs.schedule_for(today)
+        if schedule is not None:
+            if schedule.max is not None:
+                await self._put(t.target_soc, str(round(schedule.max)))
+            await self._put(t.ready_by, schedule.time.strftime("%H:%M"))
+        await self._put(
+            t.preferences,
+            json.dumps(
+                {
+                    "mode": prefs.mode,
+                    "target_type": prefs.target_type,
+                    "unit": prefs.unit,
+                    "charging_duration_capped": prefs.charging_duration_capped,
+                    "schedules": [
+                        {
+                            "day_of_week": s.day_of_week,
+                            "time": s.time.strftime("%H:%M"),
+                            "max": s.max,
+                            "min": s.min,
+                        }
+                        for s in prefs.schedules
+                    ],
+                },
+                sort_keys=True,
+            ),
+        )
+
+    async def publish_all(self, *, force: bool = False) -> None:
+        """Publish every state topic; ``force`` re-sends unchanged ones too (HA restarted)."""
+        if force:
+            self._published.clear()
+        now = self.clock()
+        await self.publish_api()
+        if self.have_plan:
+            await self.publish_plan(now)
+            await self.publish_tariff(now)
+        await self.publish_device(now)
+
+    # ----- restart -----
+    async def restore(self) -> int:
+        """Load the last plan and retained payloads from the store; return topics restored."""
+        if self.store is None:
+            return 0
+        retained = await self.store.load_retained()
+        prefix = self.topics.root + "/"
+        restored = 0
+        for topic, (payload, _at) in sorted(retained.items()):
+            if not topic.startswith(prefix) or topic == self.topics.api:
+                continue
+            await self.publisher.publish(topic, payload, retain=True)
+            self._published[topic] = payload
+            restored += 1
+        last_success = await self.store.get_meta(f"last_success:{self.account}")
+        if last_success:
+            self.health.last_success = parse_iso(last_success)
+        device_ids = await self.store.get_meta(f"devices:{self.account}")
+        for device_id in json.loads(device_ids) if device_ids else []:
+            plan = await self.store.load_plan(self.account, device_id)
+            if plan is not None:
+                self.plans[device_id] = tuple(plan)
+                self.have_plan = True
+        await self.publish_api()
+        return restored
+
+    # ----- polling -----
+    async def poll(self) -> PollOutcome:
+        now = self.clock()
+        try:
+            if not self.devices:
+                self.devices = await self.client.devices(self.account)
+            result = await self.client.poll(self.account, self.device_ids)
+        except KrakenError as exc:
+            await self._record_error(exc, now)
+            return PollOutcome(ok=False, error=exc)
+        return await self.apply(result, now)
+
+    async def apply(self, result: PollResult, now: datetime) -> PollOutcome:
+        """Fold one poll result into the plan and publish what changed."""
+        events: list[PlanEvent] = []
+        devices_changed = False
+        if result.devices is not None:
+            devices_changed = [d.id for d in result.devices] != self.device_ids
+            self.devices = list(result.devices)
+        for device_id, fresh in result.planned.items():
+            if fresh is None:
+                continue
+            previous = self.plans.get(device_id, ())
+            effective = drop_finished(carry_started(previous, fresh, now), now, keep=KEEP_FINISHED)
+            # Finished slots are kept for the cap but are not news: compare what is still to come.
+            device_events = diff(_upcoming(previous, now), _upcoming(effective, now))
+            events.extend(device_events)
+            self.plans[device_id] = tuple(effective)
+            if self.store is not None:
+                await self.store.save_plan(self.account, device_id, effective, now)
+        for device_id in list(self.plans):
+            if self.devices and device_id not in self.device_ids:
+                del self.plans[device_id]
+        if result.completed is not None:
+            self.completed = list(result.completed)
+            if self.store is not None:
+                await self.store.add_completed(self.account, self.completed)
+        if any(plan is not None for plan in result.planned.values()):
+            self.have_plan = True
+        for event in events:
+            payload = event_json(event, now)
+            await self._put(self.topics.events, json.dumps(payload), retain=False)
+            if self.store is not None:
+                await self.store.log_event(self.account, payload, now)
+        await self.publish_plan(now)
+        await self.publish_device(now)
+        await self.publish_tariff(now)
+        error = next(iter(result.errors.values()), None)
+        if error is not None:
+            await self._record_error(error, now)
+        else:
+            self.health = ApiHealth(state="ok", last_success=now)
+            if self.store is not None:
+                await self.store.set_meta(f"last_success:{self.account}", iso_z(now))
+                await self.store.set_meta(f"devices:{self.account}", json.dumps(self.device_ids))
+                device = self.primary_device
+                if device is not None and device.preferences is not None:
+                    # ioagent history applies the cap with the flag the device last reported.
+                    await self.store.set_meta(
+                        f"charging_duration_capped:{self.account}",
+                        device.preferences.charging_duration_capped or "",
+                    )
+            await self.publish_api()
+        log.info(
+            "poll",
+            account=self.account,
+            devices=len(self.devices),
+            planned=len(self.plan),
+            completed=len(self.completed),
+            changes=summarise(events),
+            api=self.health.state,
+        )
+        return PollOutcome(
+            ok=error is None, events=events, error=error, devices_changed=devices_changed
+        )
+
+    async def _record_error(self, error: KrakenError, now: datetime) -> None:
+        self.health.state = api_state_for(error)
+        self.health.last_error = str(error)
+        self.health.last_error_at = now
+        log.warning(
+            "api_error",
+            account=self.account,
+            kind=type(error).__name__,
+            error=str(error),
+            keeping="last known plan",
+        )
+        await self.publish_api()
+
+
+def _upcoming(plan: Sequence[Dispatch], now: datetime) -> list[Dispatch]:
+    return [slot for slot in plan if slot.end > now]
+
+
+def summarise(events: Sequence[PlanEvent]) -> str:
+    if not events:
+        return "no change"
+    parts = []
+    for event in events:
+        slot = event.slot
+        span = f"{slot.type} {slot.start:%H:%M}-{slot.end:%H:%M}Z"
+        if event.kind == "slot_changed" and event.previous is not None:
+            before = event.previous
+            span = f"{slot.type} {before.start:%H:%M}-{before.end:%H:%M}Z -> {slot.start:%H:%M}-{slot.end:%H:%M}Z"
+        parts.append(f"{event.kind.removeprefix('slot_')} {span}")
+    return "; ".join(parts)

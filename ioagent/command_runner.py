@@ -1,0 +1,162 @@
+"""Runs validated commands against the Kraken API, one at a time, and replies exactly once.
+
+Validation (``ioagent.commands``) happens as the message arrives, so invalid input is answered
+at once and makes no API call. Valid commands wait in a queue for the ``commands`` task: the
+MQTT receive loop never blocks on Octopus, and a re-sync's pause holds up nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, time
+
+from ioagent.agent import AccountAgent
+from ioagent.commands import Command, CommandRejection
+from ioagent.kraken.errors import CommandRefused, KrakenError
+from ioagent.logs import get_logger
+from ioagent.poller import Poller
+from ioagent.timeutil import Clock, iso_z
+
+log = get_logger("ioagent.commands")
+
+ReplyFn = Callable[[Command | CommandRejection, str, str | None], Awaitable[None]]
+"""reply(command, status, error)."""
+
+RESYNC_PAUSE_SECONDS = 30.0
+RESUME_ATTEMPTS = 5
+
+
+class CommandRunner:
+    def __init__(
+        self,
+        agent: AccountAgent,
+        poller: Poller,
+        reply: ReplyFn,
+        *,
+        clock: Clock,
+        resync_pause: float = RESYNC_PAUSE_SECONDS,
+    ) -> None:
+        self.agent = agent
+        self.poller = poller
+        self.reply = reply
+        self.clock = clock
+        self.resync_pause = resync_pause
+        self._queue: asyncio.Queue[Command] = asyncio.Queue()
+
+    async def submit(self, command: Command | CommandRejection) -> None:
+        if isinstance(command, CommandRejection):
+            log.warning("command_rejected", command=command.name, error=command.reason)
+            await self.reply(command, "error", command.reason)
+            return
+        if command.name == "refresh":
+            await self._refresh(command)
+            return
+        self._queue.put_nowait(command)
+
+    async def run(self) -> None:
+        while True:
+            command = await self._queue.get()
+            await self._execute(command)
+
+    def _device_id(self, command: Command) -> str | None:
+        if command.device_id:
+            return command.device_id
+        device = self.agent.primary_device
+        return device.id if device else None
+
+    async def _refresh(self, command: Command) -> None:
+        answer = self.poller.try_refresh()
+        if answer.accepted:
+            await self.reply(command, "ok", None)
+            return
+        when = iso_z(answer.next_poll) if answer.next_poll else "later"
+        await self.reply(
+            command, "error", f"API budget used up; not polled now. Next poll at {when}"
+        )
+
+    async def _execute(self, command: Command) -> None:
+        device_id = self._device_id(command)
+        if device_id is None:
+            await self.reply(command, "error", "no device is known yet; wait for the first poll")
+            return
+        client = self.agent.client
+        account = self.agent.account
+        try:
+            match command.name:
+                case "target_soc":
+                    assert isinstance(command.value, int)
+                    await client.set_target_soc(account, device_id, command.value)
+                case "ready_by":
+                    assert isinstance(command.value, time)
+                    await client.set_ready_by(account, device_id, command.value)
+                case "smart_control":
+                    if command.value:
+                        await client.unsuspend(device_id)
+                    else:
+                        await client.suspend(device_id)
+                case "boost":
+                    if command.value:
+                        await client.boost(device_id)
+                    else:
+                        await client.cancel_boost(device_id)
+                case "resync":
+                    await self._resync(device_id)
+                case _:
+                    await self.reply(command, "error", f"unknown command {command.name!r}")
+                    return
+        except CommandRefused as exc:
+            log.warning("command_refused", command=command.name, error=str(exc))
+            await self.reply(command, "error", f"Octopus refused: {exc}")
+            return
+        except KrakenError as exc:
+            log.warning("command_failed", command=command.name, error=str(exc))
+            await self.reply(command, "error", f"Octopus API error: {exc}")
+            return
+        log.info("command_ok", command=command.name, device=device_id)
+        await self.reply(command, "ok", None)
+        await self._reread_state()
+        self.poller.schedule_rechecks()
+
+    async def _reread_state(self) -> None:
+        try:
+            self.agent.devices = await self.agent.client.devices(self.agent.account)
+        except KrakenError as exc:
+            log.warning("state_reread_failed", error=str(exc))
+            return
+        now: datetime = self.clock()
+        await self.agent.publish_device(now)
+        await self.agent.publish_tariff(now)
+
+    async def _resync(self, device_id: str) -> None:
+        """Suspend, pause, resume, poll: the known fix when no plan appears after plug-in.
+
+        Resuming is guarded: whatever happens after the suspend (an API error, cancellation
+        on shutdown) the resume is still attempted, so smart control is never left off.
+        """
+        client = self.agent.client
+        await client.suspend(device_id)
+        try:
+            await asyncio.sleep(self.resync_pause)
+        finally:
+            await self._resume_with_retries(device_id)
+        self.poller.request("resync")
+
+    async def _resume_with_retries(self, device_id: str) -> None:
+        last_error: KrakenError | None = None
+        for attempt in range(1, RESUME_ATTEMPTS + 1):
+            try:
+                await asyncio.shield(self.agent.client.unsuspend(device_id))
+                return
+            except KrakenError as exc:
+                last_error = exc
+                log.warning("resync_resume_retry", attempt=attempt, error=str(exc))
+                await asyncio.sleep(min(2.0**attempt, 30.0))
+        log.error(
+            "resync_resume_failed",
+            device=device_id,
+            error=str(last_error),
+            action="smart control may be OFF: turn it back on in the Octopus app",
+        )
+        assert last_error is not None
+        raise last_error

@@ -1,0 +1,406 @@
+"""The supervisor: one ``asyncio.TaskGroup`` with a named task per job, and a clean shutdown.
+
+Tasks: ``mqtt`` (bridge connection), ``poller`` (API polls), ``commands`` (command queue),
+``boundaries`` (flips state topics at each transition), ``token-refresh``, ``heartbeat``,
+``homeassistant`` (discovery re-announce), ``victron`` (optional) and ``shutdown`` (waits for
+SIGTERM/SIGINT, publishes ``offline`` and ends the group).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from ioagent import __version__
+from ioagent.agent import AccountAgent, PollOutcome
+from ioagent.async_store import AsyncStore
+from ioagent.bridge import IncomingMessage, MqttBridge
+from ioagent.command_runner import CommandRunner
+from ioagent.commands import Command, CommandRejection, parse_command
+from ioagent.config import ConfigError, Settings, load_settings
+from ioagent.homeassistant import discovery_messages, ha_status_topic
+from ioagent.kraken.client import KrakenClient
+from ioagent.kraken.errors import AuthFailed, KrakenError
+from ioagent.logs import configure_logging, get_logger, register_secret
+from ioagent.poller import Poller
+from ioagent.tariff import capped_smart_windows, fixed_windows
+from ioagent.timeutil import Clock, iso_z, utc_now
+from ioagent.topics import Topics
+from ioagent.victron import VictronConnector
+
+log = get_logger("ioagent.daemon")
+
+BOUNDARY_MAX_WAIT = 60.0
+"""Re-evaluate at least this often, so a wall-clock jump or a suspend is caught quickly."""
+HEARTBEAT_INTERVAL = 15.0
+HA_BIRTH_DELAY = (1.0, 5.0)
+DISCOVERY_RETRY_MAX = 600.0
+HA_TOPICS_META = "homeassistant_topics"
+PRUNE_FIRST_DELAY = 120.0
+PRUNE_INTERVAL = 24 * 3600.0
+VICTRON_HORIZON = timedelta(hours=24)
+
+
+class _Stop(Exception):
+    """Raised inside the task group to end it after a clean shutdown."""
+
+
+def heartbeat_path(settings: Settings) -> Path:
+    return settings.storage.path.parent / "heartbeat"
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, clock: Clock = utc_now) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.stop_requested = asyncio.Event()
+        self.plan_changed = asyncio.Event()
+        self.ha_birth = asyncio.Event()
+        self.rng = random.Random()
+        register_secret(settings.octopus.api_key.get_secret_value())
+        if settings.mqtt.password is not None:
+            register_secret(settings.mqtt.password.get_secret_value())
+        if settings.victron.password is not None:
+            register_secret(settings.victron.password.get_secret_value())
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+
+    # ----- start-up -----
+    async def _discover_account(self, client: KrakenClient, store: AsyncStore) -> str:
+        configured = self.settings.octopus.account_number
+        if configured:
+            return configured
+        failures = 0
+        while True:
+            try:
+                account = await client.discover_account(None)
+                await store.set_meta("account", account)
+                return account
+            except KrakenError as exc:
+                cached = await store.get_meta("account")
+                if cached:
+                    log.warning(
+                        "account_discovery_failed_using_cached", account=cached, error=str(exc)
+                    )
+                    return cached
+                failures += 1
+                delay = min(DISCOVERY_RETRY_MAX, 10.0 * 2 ** min(failures, 6))
+                if isinstance(exc, AuthFailed):
+                    delay = DISCOVERY_RETRY_MAX
+                log.error(
+                    "account_discovery_failed",
+                    error=str(exc),
+                    hint="set [octopus] account_number, check the API key",
+                    retry_in=round(delay),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_requested.wait(), timeout=delay)
+                if self.stop_requested.is_set():
+                    raise _Stop from None
+
+    async def run(self) -> None:
+        settings = self.settings
+        store = await AsyncStore.open(settings.storage.path)
+        try:
+            async with KrakenClient(
+                settings.octopus.api_url,
+                settings.octopus.api_key,
+                connect_timeout=settings.octopus.connect_timeout,
+                read_timeout=settings.octopus.read_timeout,
+                clock=self.clock,
+            ) as client:
+                try:
+                    account = await self._discover_account(client, store)
+                except _Stop:
+                    return
+                await self._run_account(client, store, account)
+        finally:
+            await store.close()
+
+    async def _run_account(self, client: KrakenClient, store: AsyncStore, account: str) -> None:
+        settings = self.settings
+        topics = Topics(settings.mqtt.base_topic, account)
+        ha = settings.homeassistant
+        subscriptions: list[str] = []
+        if not settings.mqtt.read_only:
+            subscriptions += [topics.command_filter, topics.refresh]
+        if ha.enabled:
+            subscriptions.append(ha_status_topic(ha.prefix))
+
+        bridge = MqttBridge(
+            settings.mqtt,
+            client_id=settings.mqtt.client_id or f"ioagent-{account}",
+            status_topic=topics.status,
+            subscriptions=subscriptions,
+            on_message=self._on_message,
+            on_connect=self._on_connect,
+            clock=self.clock,
+        )
+        agent = AccountAgent(
+            account=account,
+            client=client,
+            publisher=bridge,
+            store=store,
+            topics=topics,
+            tariff=settings.tariff,
+            clock=self.clock,
+        )
+        poller = Poller(agent, settings.polling, clock=self.clock, on_polled=self._after_poll)
+        runner = CommandRunner(agent, poller, self._reply, clock=self.clock)
+        self.bridge, self.agent, self.poller, self.runner, self.store = (
+            bridge,
+            agent,
+            poller,
+            runner,
+            store,
+        )
+        self.topics = topics
+        self.victron = (
+            VictronConnector(
+                settings.victron, publish_status=self._publish_victron, clock=self.clock
+            )
+            if settings.victron.enabled
+            else None
+        )
+
+        restored = await agent.restore()
+        await self._remove_stale_discovery()
+        log.info(
+            "starting",
+            version=__version__,
+            account=account,
+            broker=f"{settings.mqtt.host}:{settings.mqtt.port}",
+            restored_topics=restored,
+            poll_offset_seconds=poller.offset,
+            read_only=settings.mqtt.read_only,
+        )
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        poller.install(scheduler)
+        scheduler.start()
+        poller.request("start")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(bridge.run(), name="mqtt")
+                group.create_task(poller.run(), name="poller")
+                group.create_task(runner.run(), name="commands")
+                group.create_task(self._boundaries(), name="boundaries")
+                group.create_task(self._token_refresh(client), name="token-refresh")
+                group.create_task(self._heartbeat(), name="heartbeat")
+                group.create_task(self._prune_history(), name="prune")
+                if ha.enabled:
+                    group.create_task(self._homeassistant(), name="homeassistant")
+                if self.victron is not None:
+                    group.create_task(self.victron.run(), name="victron")
+                group.create_task(self._shutdown_on_request(), name="shutdown")
+        except* _Stop:
+            log.info("stopped", account=account)
+        finally:
+            scheduler.shutdown(wait=False)
+
+    # ----- tasks -----
+    async def _shutdown_on_request(self) -> None:
+        await self.stop_requested.wait()
+        log.info("shutting_down")
+        await self.bridge.shutdown()
+        raise _Stop
+
+    async def _boundaries(self) -> None:
+        """Publish the tariff state now, then again at each transition, re-armed on plan change."""
+        last_windows: list[tuple[datetime, datetime]] | None = None
+        while True:
+            self.plan_changed.clear()
+            now = self.clock()
+            if self.agent.have_plan:
+                await self.agent.publish_plan(now)  # drops slots that just ended
+            state = await self.agent.publish_tariff(now)
+            if self.victron is not None:
+                windows = self._victron_windows(now)
+                if windows != last_windows:
+                    last_windows = windows
+                    await self.victron.update_windows(windows, now)
+            wait = BOUNDARY_MAX_WAIT
+            if state.next_transition is not None:
+                wait = min(wait, max(0.0, (state.next_transition - self.clock()).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.plan_changed.wait(), timeout=wait)
+
+    def _victron_windows(self, now: datetime) -> list[tuple[datetime, datetime]]:
+        rules = self.agent.rules()
+        end = now + VICTRON_HORIZON
+        windows = capped_smart_windows(self.agent.plan, rules, now, end)
+        if self.settings.victron.include_fixed_window:
+            windows = [*windows, *fixed_windows(rules, now, end)]
+        return sorted((w.start, w.end) for w in windows)
+
+    async def _token_refresh(self, client: KrakenClient) -> None:
+        """Refresh the JWT ahead of expiry so that a poll never waits for a login."""
+        while True:
+            due = client.token_refresh_due_at()
+            wait = 60.0 if due is None else max(1.0, (due - self.clock()).total_seconds())
+            await asyncio.sleep(min(wait, 300.0))
+            try:
+                await client.refresh_token_if_due()
+            except KrakenError as exc:
+                log.warning("token_refresh_failed", error=str(exc))
+
+    async def _heartbeat(self) -> None:
+        path = heartbeat_path(self.settings)
+        while True:
+            stamp = iso_z(self.clock())
+            try:
+                await asyncio.to_thread(_write_heartbeat, path, stamp)
+            except OSError as exc:
+                log.warning("heartbeat_write_failed", path=str(path), error=exc.strerror)
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+    async def _prune_history(self) -> None:
+        """Once a day drop history older than ``[storage] history_days`` (on the store's thread)."""
+        await asyncio.sleep(PRUNE_FIRST_DELAY)
+        while True:
+            removed = await self.store.prune(self.clock(), self.settings.storage.history_days)
+            if removed:
+                log.info("history_pruned", rows=removed)
+            await asyncio.sleep(PRUNE_INTERVAL)
+
+    async def _homeassistant(self) -> None:
+        while True:
+            await self.ha_birth.wait()
+            self.ha_birth.clear()
+            # HA asks every bridge at once after it restarts; a random delay spreads the load.
+            await asyncio.sleep(self.rng.uniform(*HA_BIRTH_DELAY))
+            await self._publish_discovery()
+            await self.agent.publish_all(force=True)
+
+    # ----- callbacks -----
+    async def _on_connect(self) -> None:
+        if self.settings.homeassistant.enabled:
+            await self._publish_discovery()
+
+    async def _publish_discovery(self) -> None:
+        ha = self.settings.homeassistant
+        if not ha.enabled:
+            return
+        messages = discovery_messages(
+            self.topics,
+            account=self.agent.account,
+            devices=self.agent.devices,
+            settings=ha,
+            sw_version=__version__,
+            read_only=self.settings.mqtt.read_only,
+        )
+        previous = json.loads(await self.store.get_meta(HA_TOPICS_META) or "[]")
+        for topic in previous:
+            if topic not in messages:
+                await self.bridge.publish(topic, "", retain=True)
+        for topic, payload in messages.items():
+            await self.bridge.publish(topic, payload, retain=True)
+        await self.store.set_meta(HA_TOPICS_META, json.dumps(sorted(messages)))
+
+    async def _remove_stale_discovery(self) -> None:
+        """Discovery turned off: clear what an earlier run announced, so HA drops the device."""
+        if self.settings.homeassistant.enabled:
+            return
+        previous = json.loads(await self.store.get_meta(HA_TOPICS_META) or "[]")
+        for topic in previous:
+            await self.bridge.publish(topic, "", retain=True)
+        if previous:
+            log.info("homeassistant_discovery_removed", topics=len(previous))
+            await self.store.set_meta(HA_TOPICS_META, "[]")
+
+    async def _after_poll(self, outcome: PollOutcome) -> None:
+        self.plan_changed.set()
+        if self.settings.homeassistant.enabled and outcome.devices_changed:
+            await self._publish_discovery()
+
+    async def _publish_victron(self, status: dict[str, object]) -> None:
+        await self.bridge.publish(
+            self.topics.victron, json.dumps(status, sort_keys=True), retain=True
+        )
+
+    async def _reply(
+        self, command: Command | CommandRejection, status: str, error: str | None
+    ) -> None:
+        payload = command.reply_json("ok" if status == "ok" else "error", error)
+        await self.bridge.reply(
+            self.topics.response,
+            payload,
+            response_topic=command.response_topic,
+            correlation_data=command.correlation_data,
+        )
+        if status == "ok":
+            self.plan_changed.set()
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        ha = self.settings.homeassistant
+        if ha.enabled and message.topic == ha_status_topic(ha.prefix):
+            if message.payload.strip() == b"online":
+                self.ha_birth.set()
+            return
+        if self.settings.mqtt.read_only:
+            return
+        topics = self.topics
+        if message.topic == topics.refresh:
+            name = "refresh"
+        elif message.topic.startswith(f"{topics.root}/set/"):
+            name = message.topic.rsplit("/", 1)[1]
+        else:
+            return
+        if message.retain:
+            # A retained command would run again on every restart; remove it from the broker.
+            log.warning("retained_command_cleared", topic=message.topic)
+            await self.bridge.clear_retained(message.topic)
+        command = parse_command(
+            name,
+            message.payload,
+            retained=message.retain,
+            now=self.clock(),
+            message_age=message.age(self.clock()),
+            max_age=self.settings.mqtt.command_max_age,
+            device_ids=self.agent.device_ids,
+            response_topic=message.response_topic,
+            correlation_data=message.correlation_data,
+        )
+        await self.runner.submit(command)
+
+
+def _write_heartbeat(path: Path, stamp: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(stamp + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+async def run_daemon(settings: Settings, *, clock: Clock = utc_now) -> None:
+    daemon = Daemon(settings, clock=clock)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, daemon.request_stop)
+    try:
+        await daemon.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def cli_run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    configure_logging(settings.logging.level, settings.logging.format)
+    asyncio.run(run_daemon(settings))
+    return 0
+
+
+__all__ = ["Daemon", "cli_run", "run_daemon"]

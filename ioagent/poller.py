@@ -1,0 +1,195 @@
+"""When to poll: APScheduler decides the instants, one poller task does the work.
+
+APScheduler jobs only queue a poll request; the polls themselves run one at a time in the
+daemon's ``poller`` task, so no API call ever runs outside the supervisor's task group and two
+polls of one account never overlap. Every request passes the account's :class:`CallBudget`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+
+from ioagent.agent import AccountAgent, PollOutcome
+from ioagent.budget import (
+    REGULAR_RESERVE,
+    CallBudget,
+    avoid_boundary,
+    backoff_delay,
+    is_quiet_second,
+    poll_offset_seconds,
+)
+from ioagent.config import PollingSettings
+from ioagent.kraken.errors import AuthFailed, RateLimited
+from ioagent.logs import get_logger
+from ioagent.timeutil import Clock, iso_z
+
+PollReason = Literal["start", "regular", "active", "recheck", "retry", "refresh", "resync"]
+
+log = get_logger("ioagent.poller")
+
+
+@dataclass(frozen=True)
+class RefreshAnswer:
+    accepted: bool
+    next_poll: datetime | None
+
+
+class Poller:
+    def __init__(
+        self,
+        agent: AccountAgent,
+        settings: PollingSettings,
+        *,
+        clock: Clock,
+        on_polled: Callable[[PollOutcome], Awaitable[None]] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.agent = agent
+        self.settings = settings
+        self.clock = clock
+        self.on_polled = on_polled
+        self.rng = rng or random.Random()
+        self.offset = settings.offset_seconds or poll_offset_seconds(agent.account)
+        self.budget = CallBudget(settings.planned_per_hour, settings.planned_per_minute)
+        self.failures = 0
+        self.backoff_until: datetime | None = None
+        self.last_poll: datetime | None = None
+        self._requests: asyncio.Queue[PollReason] = asyncio.Queue()
+        self._scheduler: AsyncIOScheduler | None = None
+
+    # ----- scheduling -----
+    def install(self, scheduler: AsyncIOScheduler) -> None:
+        self._scheduler = scheduler
+        minute, second = divmod(self.offset, 60)
+        scheduler.add_job(
+            self._enqueue,
+            CronTrigger(minute=f"{minute},{minute + 30}", second=second, timezone=UTC),
+            args=["regular"],
+            id=f"regular:{self.agent.account}",
+            coalesce=True,
+            misfire_grace_time=self.settings.misfire_grace,
+            max_instances=1,
+            replace_existing=True,
+        )
+
+    def next_regular(self) -> datetime | None:
+        if self._scheduler is None:
+            return None
+        job = self._scheduler.get_job(f"regular:{self.agent.account}")
+        return job.next_run_time.astimezone(UTC) if job and job.next_run_time else None
+
+    async def _enqueue(self, reason: PollReason) -> None:
+        self._requests.put_nowait(reason)
+
+    def request(self, reason: PollReason) -> None:
+        self._requests.put_nowait(reason)
+
+    def schedule(self, at: datetime, reason: PollReason, key: str | None = None) -> None:
+        if self._scheduler is None:
+            return
+        at = avoid_boundary(at)
+        self._scheduler.add_job(
+            self._enqueue,
+            DateTrigger(run_date=at, timezone=UTC),
+            args=[reason],
+            id=f"{key or reason}:{self.agent.account}",
+            replace_existing=True,
+            misfire_grace_time=self.settings.misfire_grace,
+            coalesce=True,
+        )
+
+    def schedule_rechecks(self) -> None:
+        now = self.clock()
+        for index, seconds in enumerate(self.settings.command_rechecks):
+            self.schedule(now + timedelta(seconds=seconds), "recheck", key=f"recheck{index}")
+
+    def next_poll_estimate(self) -> datetime | None:
+        candidates = [self.next_regular()]
+        if self._scheduler is not None:
+            for job in self._scheduler.get_jobs():
+                if job.id.endswith(self.agent.account) and job.next_run_time is not None:
+                    candidates.append(job.next_run_time.astimezone(UTC))
+        found = [c for c in candidates if c is not None]
+        return min(found) if found else None
+
+    # ----- the refresh command -----
+    def try_refresh(self) -> RefreshAnswer:
+        now = self.clock()
+        cost = max(1, len(self.agent.devices))
+        if self.budget.allows(now, cost) and not self._backing_off(now):
+            self.request("refresh")
+            return RefreshAnswer(True, now)
+        later = self.budget.next_allowed(now, cost)
+        if self.backoff_until is not None:
+            later = max(later, self.backoff_until)
+        regular = self.next_regular()
+        return RefreshAnswer(False, min(later, regular) if regular else later)
+
+    def _backing_off(self, now: datetime) -> bool:
+        return self.backoff_until is not None and now < self.backoff_until
+
+    # ----- the worker -----
+    async def run(self) -> None:
+        while True:
+            reasons = {await self._requests.get()}
+            while not self._requests.empty():
+                reasons.add(self._requests.get_nowait())
+            await self._poll_for(reasons)
+
+    async def _poll_for(self, reasons: set[PollReason]) -> None:
+        now = self.clock()
+        if is_quiet_second(now):
+            # Never start a call exactly around :00/:30; come back a few seconds later.
+            self.schedule(now, sorted(reasons)[0], key="quiet")
+            return
+        user_asked = bool(reasons & {"refresh", "resync", "start", "retry"})
+        if self._backing_off(now) and "retry" not in reasons and "start" not in reasons:
+            log.debug("poll_skipped_backoff", until=iso_z(self.backoff_until or now))
+            return
+        cost = max(1, len(self.agent.devices))
+        reserve = 0 if (user_asked or "regular" in reasons) else REGULAR_RESERVE
+        if not self.budget.allows(now, cost, reserve=reserve):
+            if "regular" in reasons or user_asked:
+                later = self.budget.next_allowed(now, cost, reserve=reserve)
+                log.info("poll_deferred_budget", until=iso_z(later), reasons=sorted(reasons))
+                self.schedule(later, "retry", key="budget")
+            else:
+                log.debug("extra_poll_skipped_budget", reasons=sorted(reasons))
+            return
+        self.budget.spend(now, cost)
+        self.last_poll = now
+        outcome = await self.agent.poll()
+        self._after(outcome)
+        if self.on_polled is not None:
+            await self.on_polled(outcome)
+
+    def _after(self, outcome: PollOutcome) -> None:
+        now = self.clock()
+        if outcome.ok:
+            self.failures = 0
+            self.backoff_until = None
+            if self.agent.is_active(now):
+                self.schedule(now + timedelta(seconds=self.settings.active_interval), "active")
+            return
+        self.failures += 1
+        maximum = self.settings.backoff_max
+        if isinstance(outcome.error, AuthFailed):
+            delay = maximum
+        else:
+            delay = backoff_delay(
+                self.failures, initial=self.settings.backoff_initial, maximum=maximum, rng=self.rng
+            )
+            if isinstance(outcome.error, RateLimited):
+                delay = max(delay, 120.0)
+        self.backoff_until = now + timedelta(seconds=delay)
+        log.info("poll_backoff", failures=self.failures, retry_at=iso_z(self.backoff_until))
+        self.schedule(self.backoff_until, "retry")
