@@ -191,14 +191,14 @@ def plan_smart_charge(request: PlanRequest) -> list[PlannedSlot]:
 
 
 def _merge_touching(slots: list[PlannedSlot]) -> list[PlannedSlot]:
-    """Kraken sends one slot for a contiguous run, except across the window edges."""
+    """One slot per contiguous run inside the night window; edges of the window stay split."""
     merged: list[PlannedSlot] = []
     for slot in slots:
         previous = merged[-1] if merged else None
         if (
             previous is not None
             and previous.end == slot.start
-            and in_offpeak_window(previous.start) == in_offpeak_window(slot.start)
+            and in_offpeak_window(previous.start)
             and in_offpeak_window(slot.start)
         ):
             merged[-1] = PlannedSlot(previous.start, slot.end, previous.kwh + slot.kwh)
