@@ -36,6 +36,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ioagent.config import MqttSettings
 from ioagent.logs import get_logger, redact, register_secret
@@ -447,7 +448,10 @@ class MqttBridge:
                 await client.publish(topic, payload, qos=QOS, retain=True)
 
     async def _subscribe(self, client: aiomqtt.Client, topic: str) -> None:
-        granted: Any = await client.subscribe(topic, qos=QOS)
+        # Retain-as-published: a retained command published while we are subscribed still
+        # arrives flagged retained, so it can be refused rather than run.
+        options = SubscribeOptions(qos=QOS, retainAsPublished=True)
+        granted: Any = await client.subscribe(topic, options=options)
         for code in granted if isinstance(granted, list | tuple) else ():
             if isinstance(code, ReasonCode) and code.is_failure:
                 log.warning("MQTT broker refused the subscription", topic=topic, reason=str(code))

@@ -71,9 +71,7 @@ class CommandRunner:
             await self.reply(command, "ok", None)
             return
         when = iso_z(answer.next_poll) if answer.next_poll else "later"
-        await self.reply(
-            command, "error", f"API budget used up; not polled now. Next poll at {when}"
-        )
+        await self.reply(command, "error", f"not polled now: {answer.reason}; next poll at {when}")
 
     async def _execute(self, command: Command) -> None:
         device_id = self._device_id(command)
@@ -106,8 +104,9 @@ class CommandRunner:
                     await self.reply(command, "error", f"unknown command {command.name!r}")
                     return
         except CommandRefused as exc:
-            log.warning("command_refused", command=command.name, error=str(exc))
-            await self.reply(command, "error", f"Octopus refused: {exc}")
+            reasons = f" ({', '.join(exc.reasons)})" if exc.reasons else ""
+            log.warning("command_refused", command=command.name, error=str(exc), reasons=reasons)
+            await self.reply(command, "error", f"Octopus refused: {exc}{reasons}")
             return
         except KrakenError as exc:
             log.warning("command_failed", command=command.name, error=str(exc))

@@ -41,6 +41,7 @@ log = get_logger("ioagent.poller")
 class RefreshAnswer:
     accepted: bool
     next_poll: datetime | None
+    reason: str = ""
 
 
 class Poller:
@@ -129,10 +130,11 @@ class Poller:
             self.request("refresh")
             return RefreshAnswer(True, now)
         later = self.budget.next_allowed(now, cost)
-        if self.backoff_until is not None:
+        reason = "the API call budget is used up"
+        if self._backing_off(now) and self.backoff_until is not None:
             later = max(later, self.backoff_until)
-        regular = self.next_regular()
-        return RefreshAnswer(False, min(later, regular) if regular else later)
+            reason = "backing off after API errors"
+        return RefreshAnswer(False, later, reason)
 
     def _backing_off(self, now: datetime) -> bool:
         return self.backoff_until is not None and now < self.backoff_until

@@ -1,0 +1,226 @@
+"""Run the real daemon in-process against the simulator and a real Mosquitto, and watch topics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ioagent.config import Settings
+from ioagent.daemon import Daemon
+from ioagent.simulator.server import RunningSimulator
+from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY
+from ioagent.topics import Topics
+from tests.broker import Broker
+
+
+@dataclass
+class Seen:
+    topic: str
+    payload: str
+    retain: bool
+    at: float
+    correlation_data: bytes | None = None
+
+
+@dataclass
+class Watcher:
+    """A plain MQTT subscriber that records every message it sees."""
+
+    broker: Broker
+    patterns: tuple[str, ...] = ("#",)
+    messages: list[Seen] = field(default_factory=list)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    client: aiomqtt.Client | None = None
+
+    async def run(self, ready: asyncio.Event) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.broker.host,
+                    self.broker.port,
+                    identifier=f"watcher-{id(self)}",
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                ) as client:
+                    self.client = client
+                    for pattern in self.patterns:
+                        await client.subscribe(pattern, qos=1)
+                    ready.set()
+                    async for message in client.messages:
+                        payload = message.payload
+                        text = (
+                            payload.decode("utf-8", "replace")
+                            if isinstance(payload, bytes | bytearray)
+                            else str(payload)
+                        )
+                        props = message.properties
+                        corr = getattr(props, "CorrelationData", None) if props else None
+                        async with self._changed:
+                            self.messages.append(
+                                Seen(str(message.topic), text, message.retain, time.time(), corr)
+                            )
+                            self._changed.notify_all()
+            except aiomqtt.MqttError:
+                self.client = None
+                await asyncio.sleep(0.2)
+
+    def values(self, topic: str) -> list[str]:
+        return [m.payload for m in self.messages if m.topic == topic]
+
+    def last(self, topic: str) -> str | None:
+        values = self.values(topic)
+        return values[-1] if values else None
+
+    async def wait_for(
+        self,
+        topic: str,
+        predicate: Callable[[str], bool] = lambda _: True,
+        *,
+        timeout: float = 10.0,
+        after: int = 0,
+    ) -> Seen:
+        """The first message on ``topic`` (index >= ``after``) whose payload satisfies ``predicate``."""
+
+        def find() -> Seen | None:
+            for message in self.messages[after:]:
+                if message.topic == topic and predicate(message.payload):
+                    return message
+            return None
+
+        async with asyncio.timeout(timeout), self._changed:
+            while (found := find()) is None:
+                await self._changed.wait()
+            return found
+
+    async def publish(
+        self,
+        topic: str,
+        payload: str | bytes,
+        *,
+        retain: bool = False,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+        expiry: int | None = None,
+    ) -> None:
+        assert self.client is not None
+        properties = None
+        if response_topic or correlation or expiry is not None:
+            properties = Properties(PacketTypes.PUBLISH)
+            if response_topic:
+                properties.ResponseTopic = response_topic
+            if correlation:
+                properties.CorrelationData = correlation
+            if expiry is not None:
+                properties.MessageExpiryInterval = expiry
+        await self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+
+
+def daemon_settings(
+    broker: Broker, sim: RunningSimulator, data: Path, **sections: dict[str, Any]
+) -> Settings:
+    base: dict[str, Any] = {
+        "octopus": {
+            "api_key": DEFAULT_API_KEY,
+            "account_number": DEFAULT_ACCOUNT,
+            "api_url": sim.graphql_url,
+            "read_timeout": 3.0,
+        },
+        "mqtt": {"host": broker.host, "port": broker.port},
+        "storage": {"path": str(data / "ioagent.db")},
+        "polling": {"backoff_initial": 1.0, "backoff_max": 10.0},
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return Settings.model_validate(base)
+
+
+@dataclass
+class RunningDaemon:
+    daemon: Daemon
+    settings: Settings
+    topics: Topics
+    watcher: Watcher
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.daemon.request_stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(self.task, timeout=15)
+
+    async def command(
+        self, name: str, payload: str, *, timeout: float = 15.0, **publish: Any
+    ) -> dict[str, Any]:
+        """Send a command as JSON with a fresh transaction id and return its one reply."""
+        transaction = f"t{time.monotonic_ns()}"
+        body = json.dumps({"value": _jsonable(payload), "transaction": transaction})
+        topic = self.topics.refresh if name == "refresh" else self.topics.command(name)
+        mark = len(self.watcher.messages)
+        await self.watcher.publish(topic, body, **publish)
+        seen = await self.watcher.wait_for(
+            self.topics.response,
+            lambda p: json.loads(p).get("transaction") == transaction,
+            after=mark,
+            timeout=timeout,
+        )
+        reply: dict[str, Any] = json.loads(seen.payload)
+        return reply
+
+    def replies(self) -> list[dict[str, Any]]:
+        return [json.loads(p) for p in self.watcher.values(self.topics.response)]
+
+
+def _jsonable(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+async def wait_connected(daemon: Daemon, timeout: float = 10.0) -> None:
+    """Until the daemon's bridge has subscribed, so a command sent now is not lost."""
+    async with asyncio.timeout(timeout):
+        while getattr(daemon, "bridge", None) is None:
+            await asyncio.sleep(0.01)
+        await daemon.bridge.connected_event.wait()
+
+
+@contextlib.asynccontextmanager
+async def watching(broker: Broker, *patterns: str) -> AsyncIterator[Watcher]:
+    watcher = Watcher(broker, patterns or ("#",))
+    ready = asyncio.Event()
+    task = asyncio.create_task(watcher.run(ready), name="watcher")
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=10)
+        yield watcher
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    broker: Broker, sim: RunningSimulator, data: Path, **sections: dict[str, Any]
+) -> AsyncIterator[RunningDaemon]:
+    settings = daemon_settings(broker, sim, data, **sections)
+    topics = Topics(settings.mqtt.base_topic, DEFAULT_ACCOUNT)
+    async with watching(broker) as watcher:
+        daemon = Daemon(settings)
+        task = asyncio.create_task(daemon.run(), name="daemon-under-test")
+        handle = RunningDaemon(daemon, settings, topics, watcher, task)
+        try:
+            await watcher.wait_for(topics.api, lambda p: json.loads(p)["state"] == "ok", timeout=15)
+            await wait_connected(daemon)
+            yield handle
+        finally:
+            if not task.done():
+                await handle.stop()
