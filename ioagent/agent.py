@@ -320,6 +320,9 @@ class AccountAgent:
         if result.devices is not None:
             devices_changed = [d.id for d in result.devices] != self.device_ids
             self.devices = list(result.devices)
+        if self.store is not None and (devices_changed or not self.have_plan):
+            # Written before the plans, so a restart always finds the plans it must diff against.
+            await self.store.set_meta(f"devices:{self.account}", json.dumps(self.device_ids))
         for device_id, fresh in result.planned.items():
             if fresh is None:
                 continue
@@ -340,6 +343,11 @@ class AccountAgent:
                 await self.store.add_completed(self.account, self.completed)
         if any(plan is not None for plan in result.planned.values()):
             self.have_plan = True
+        error = next(iter(result.errors.values()), None)
+        if error is None:
+            # Stored before publishing, so an interrupted poll still leaves its age behind.
+            self.health = ApiHealth(state="ok", last_success=now)
+            await self._remember_success(now)
         for event in events:
             payload = event_json(event, now)
             await self._put(self.topics.events, json.dumps(payload), retain=False)
@@ -348,21 +356,9 @@ class AccountAgent:
         await self.publish_plan(now)
         await self.publish_device(now)
         await self.publish_tariff(now)
-        error = next(iter(result.errors.values()), None)
         if error is not None:
             await self._record_error(error, now)
         else:
-            self.health = ApiHealth(state="ok", last_success=now)
-            if self.store is not None:
-                await self.store.set_meta(f"last_success:{self.account}", iso_z(now))
-                await self.store.set_meta(f"devices:{self.account}", json.dumps(self.device_ids))
-                device = self.primary_device
-                if device is not None and device.preferences is not None:
-                    # ioagent history applies the cap with the flag the device last reported.
-                    await self.store.set_meta(
-                        f"charging_duration_capped:{self.account}",
-                        device.preferences.charging_duration_capped or "",
-                    )
             await self.publish_api()
         log.info(
             "poll",
@@ -376,6 +372,18 @@ class AccountAgent:
         return PollOutcome(
             ok=error is None, events=events, error=error, devices_changed=devices_changed
         )
+
+    async def _remember_success(self, now: datetime) -> None:
+        if self.store is None:
+            return
+        await self.store.set_meta(f"last_success:{self.account}", iso_z(now))
+        device = self.primary_device
+        if device is not None and device.preferences is not None:
+            # ioagent history applies the cap with the flag the device last reported.
+            await self.store.set_meta(
+                f"charging_duration_capped:{self.account}",
+                device.preferences.charging_duration_capped or "",
+            )
 
     async def _record_error(self, error: KrakenError, now: datetime) -> None:
         self.health.state = api_state_for(error)

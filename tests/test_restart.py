@@ -1,0 +1,103 @@
+"""Restarting the daemon: no spurious events, and the last state comes back before any API call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ioagent.simulator.server import RunningSimulator
+from ioagent.simulator.state import DEFAULT_EV_ID
+from ioagent.timeutil import iso_z
+from tests.broker import Broker
+from tests.harness import running_daemon, watching
+
+
+def add_slots(simulator: RunningSimulator) -> list[datetime]:
+    state = simulator.state
+    device = state.device(DEFAULT_EV_ID)
+    base = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(hours=2)
+    starts = [base + timedelta(minutes=13), base + timedelta(hours=2, minutes=1)]
+    for start in starts:
+        state.add_dispatch(device, start, start + timedelta(minutes=40), "SMART", 4.2)
+    return starts
+
+
+async def first_run(broker: Broker, simulator: RunningSimulator, data: Path) -> list[str]:
+    async with running_daemon(broker, simulator, data) as d:
+        await d.watcher.wait_for(d.topics.planned, lambda p: len(json.loads(p)) == 2)
+        await d.watcher.wait_for(d.topics.target_soc)
+        assert len(d.watcher.values(d.topics.events)) == 2
+        return d.watcher.values(d.topics.planned)
+
+
+async def test_restart_with_an_unchanged_plan_emits_no_events(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    add_slots(simulator)
+    await first_run(broker, simulator, tmp_path)
+    simulator.state.reset_calls()
+    async with running_daemon(broker, simulator, tmp_path) as d:
+        # running_daemon returns after the first successful poll of the second run.
+        assert simulator.state.calls()["by_operation"].get("flexPlannedDispatches", 0) >= 1
+        await asyncio.sleep(0.5)
+        assert d.watcher.values(d.topics.events) == []
+
+
+async def test_restart_with_a_changed_plan_emits_exactly_the_real_events(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    starts = add_slots(simulator)
+    await first_run(broker, simulator, tmp_path)
+    state = simulator.state
+    device = state.device(DEFAULT_EV_ID)
+    state.remove_dispatch(device, starts[1])
+    new_start = starts[0] + timedelta(hours=5)
+    state.add_dispatch(device, new_start, new_start + timedelta(minutes=20), "SMART", 2.0)
+    async with running_daemon(broker, simulator, tmp_path) as d:
+        await d.watcher.wait_for(
+            d.topics.planned, lambda p: iso_z(new_start) in p and iso_z(starts[1]) not in p
+        )
+        await asyncio.sleep(0.5)
+        events = [json.loads(p) for p in d.watcher.values(d.topics.events)]
+        assert sorted((e["event"], e["slot"]["start"]) for e in events) == [
+            ("slot_added", iso_z(new_start)),
+            ("slot_removed", iso_z(starts[1])),
+        ]
+
+
+async def test_retained_state_comes_back_from_the_store_before_any_api_call(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    add_slots(simulator)
+    planned_before = (await first_run(broker, simulator, tmp_path))[-1]
+    broker.restart()  # the broker forgets everything: what comes back must come from the store
+    simulator.state.add_fault("http_500", 1000, include_auth=True)
+    simulator.state.reset_calls()
+
+    from ioagent.daemon import Daemon
+    from tests.harness import daemon_settings
+
+    settings = daemon_settings(broker, simulator, tmp_path)
+    async with watching(broker) as watcher:
+        daemon = Daemon(settings)
+        task = asyncio.create_task(daemon.run())
+        try:
+            seen = await watcher.wait_for("ioagent/A-SIM00001/dispatches/planned", timeout=10)
+            assert seen.payload == planned_before
+            for topic in ("offpeak", "dispatching", "device/state", "device/target_soc"):
+                await watcher.wait_for(f"ioagent/A-SIM00001/{topic}", timeout=5)
+            api = await watcher.wait_for(
+                "ioagent/A-SIM00001/api",
+                lambda p: json.loads(p)["state"] != "ok",
+                timeout=15,
+            )
+            health = json.loads(api.payload)
+            assert health["last_success"] is not None, "the age of the data is shown"
+            assert health["stale_seconds"] >= 0
+            # Octopus is down: every call it got failed, and nothing was lost from the topics.
+            assert watcher.last("ioagent/A-SIM00001/dispatches/planned") == planned_before
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(task, timeout=15)
