@@ -1,0 +1,130 @@
+"""Home Assistant discovery through a real broker, driven the way HA drives it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import time
+from pathlib import Path
+from typing import Any
+
+from ioagent.simulator.server import RunningSimulator
+from ioagent.simulator.state import DEFAULT_EV_ID
+from tests.broker import Broker
+from tests.harness import RunningDaemon, running_daemon, watching
+
+DISCOVERY = "homeassistant/device/ioagent_a_sim00001/config"
+
+
+async def discovery(d: RunningDaemon) -> dict[str, Any]:
+    seen = await d.watcher.wait_for(DISCOVERY, lambda p: bool(p) and "target_soc" in p, timeout=10)
+    payload: dict[str, Any] = json.loads(seen.payload)
+    return payload
+
+
+def state_topics(component: dict[str, Any]) -> set[str]:
+    return {
+        value
+        for key, value in component.items()
+        if key.endswith("_topic") and not key.startswith("command") and isinstance(value, str)
+    }
+
+
+async def test_discovery_is_valid_and_names_only_topics_the_daemon_uses(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    async with running_daemon(broker, simulator, tmp_path) as d:
+        config = await discovery(d)
+        assert config["device"]["identifiers"]
+        assert config["origin"]["name"] == "ioagent"
+        components: dict[str, dict[str, Any]] = config["components"]
+        assert len(components) >= 15
+        unique_ids = [c["unique_id"] for c in components.values()]
+        assert len(unique_ids) == len(set(unique_ids))
+        await asyncio.sleep(1.0)  # let every retained state topic arrive
+        published = {m.topic for m in d.watcher.messages}
+        availability = {a["topic"] for a in config.get("availability", [])}
+        assert availability == {d.topics.status}
+        handled = {
+            d.topics.command(name) for name in ("target_soc", "ready_by", "smart_control", "boost")
+        }
+        handled.add(d.topics.refresh)
+        for name, component in components.items():
+            assert "platform" in component and "unique_id" in component, name
+            for topic in state_topics(component):
+                assert topic in published, f"{name} reads {topic}, which the daemon never publishes"
+            if "command_topic" in component:
+                assert component["command_topic"] in handled, name
+
+
+async def test_every_ha_control_changes_the_simulator(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    device = simulator.state.device(DEFAULT_EV_ID)
+    simulator.state.plug(device, True)
+    async with running_daemon(broker, simulator, tmp_path) as d:
+        components = (await discovery(d))["components"]
+        by_platform: dict[str, list[dict[str, Any]]] = {}
+        for component in components.values():
+            by_platform.setdefault(component["platform"], []).append(component)
+
+        async def press(component: dict[str, Any], payload: str) -> dict[str, Any]:
+            mark = len(d.watcher.messages)
+            await d.watcher.publish(component["command_topic"], payload)
+            reply = await d.watcher.wait_for(d.topics.response, after=mark, timeout=15)
+            result: dict[str, Any] = json.loads(reply.payload)
+            return result
+
+        number = next(c for c in by_platform["number"] if "target_soc" in c["command_topic"])
+        assert (await press(number, "65"))["status"] == "ok"  # HA sends the bare number
+        assert all(s.max == 65 for s in device.preferences.schedules)
+
+        select = next(c for c in by_platform["select"] if "ready_by" in c["command_topic"])
+        assert "05:30" in select["options"]
+        assert (await press(select, "05:30"))["status"] == "ok"
+        assert all(s.time == time(5, 30) for s in device.preferences.schedules)
+
+        switches = {c["command_topic"].rsplit("/", 1)[1]: c for c in by_platform["switch"]}
+        smart = switches["smart_control"]
+        assert (await press(smart, smart["payload_off"]))["status"] == "ok"
+        assert device.is_suspended
+        assert (await press(smart, smart["payload_on"]))["status"] == "ok"
+        assert not device.is_suspended
+
+        boost = switches["boost"]
+        assert (await press(boost, boost["payload_on"]))["status"] == "ok"
+        assert any(item.type == "BOOST" for item in device.planned)
+        assert (await press(boost, boost["payload_off"]))["status"] == "ok"
+        assert not any(item.type == "BOOST" for item in device.planned)
+
+        button = by_platform["button"][0]
+        before = simulator.state.calls()["by_operation"].get("flexPlannedDispatches", 0)
+        assert (await press(button, button.get("payload_press", "PRESS")))["status"] == "ok"
+        await asyncio.sleep(0.5)
+        after = simulator.state.calls()["by_operation"].get("flexPlannedDispatches", 0)
+        assert after > before
+
+
+async def test_ha_birth_message_triggers_a_republish(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    async with running_daemon(broker, simulator, tmp_path) as d:
+        await discovery(d)
+        mark = len(d.watcher.messages)
+        await d.watcher.publish("homeassistant/status", "online")
+        # Discovery and state come again after a short random delay (1-5 s).
+        await d.watcher.wait_for(DISCOVERY, after=mark, timeout=10)
+        await d.watcher.wait_for(d.topics.offpeak, after=mark, timeout=10)
+        await d.watcher.wait_for(d.topics.device_state, after=mark, timeout=10)
+
+
+async def test_turning_discovery_off_removes_the_device(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    async with running_daemon(broker, simulator, tmp_path) as d:
+        await discovery(d)
+    async with running_daemon(broker, simulator, tmp_path, homeassistant={"enabled": False}) as d2:
+        await d2.watcher.wait_for(DISCOVERY, lambda p: p == "", timeout=10)
+    async with watching(broker, "homeassistant/#") as late:
+        await asyncio.sleep(0.5)
+        assert late.last(DISCOVERY) is None, "no retained discovery is left on the broker"
