@@ -208,6 +208,12 @@ class PollingSettings(Section):
         default_factory=lambda: [15, 45, 120, 300],
         description="Seconds after a successful command at which the plan is re-read.",
     )
+    resync_pause: float = Field(
+        default=30.0,
+        ge=1,
+        le=600,
+        description="Seconds smart control stays suspended during the resync command.",
+    )
     backoff_initial: float = Field(
         default=30.0, ge=1, le=600, description="First retry delay after an API error, seconds."
     )

@@ -156,7 +156,13 @@ class Daemon:
             clock=self.clock,
         )
         poller = Poller(agent, settings.polling, clock=self.clock, on_polled=self._after_poll)
-        runner = CommandRunner(agent, poller, self._reply, clock=self.clock)
+        runner = CommandRunner(
+            agent,
+            poller,
+            self._reply,
+            clock=self.clock,
+            resync_pause=settings.polling.resync_pause,
+        )
         self.bridge, self.agent, self.poller, self.runner, self.store = (
             bridge,
             agent,

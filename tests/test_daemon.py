@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -338,3 +339,54 @@ async def test_read_only_ignores_commands(
 
 def test_iso_times_parse() -> None:
     assert parse_iso("2026-11-23T19:30:00Z") == datetime(2026, 11, 23, 19, 30, tzinfo=UTC)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def test_resync_suspends_resumes_and_polls(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    device = simulator.state.device(DEFAULT_EV_ID)
+    async with running_daemon(broker, simulator, tmp_path, polling={"resync_pause": 1.0}) as d:
+        simulator.state.reset_calls()
+        reply = await d.command("resync", "go")
+        assert reply["status"] == "ok", reply
+        assert not device.is_suspended
+        log = simulator.state.calls()["log"]
+        operations = [op for entry in log for op in entry["operations"]]
+        assert operations.count("updateDeviceSmartControl") == 2
+        await wait_until(
+            lambda: (
+                "flexPlannedDispatches"
+                in [op for e in simulator.state.calls()["log"] for op in e["operations"]]
+            )
+        )
+
+
+async def test_resync_resumes_even_when_the_first_resume_fails(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    device = simulator.state.device(DEFAULT_EV_ID)
+    async with running_daemon(broker, simulator, tmp_path, polling={"resync_pause": 1.0}) as d:
+        pending = asyncio.create_task(d.command("resync", "go", timeout=30))
+        await wait_until(lambda: device.is_suspended)
+        simulator.state.add_fault("http_500", 1)  # the resume's first attempt fails
+        reply = await pending
+        assert reply["status"] == "ok", reply
+        assert not device.is_suspended
+
+
+async def test_shutdown_during_resync_still_resumes_smart_control(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    device = simulator.state.device(DEFAULT_EV_ID)
+    async with running_daemon(broker, simulator, tmp_path, polling={"resync_pause": 60.0}) as d:
+        await d.watcher.publish(d.topics.command("resync"), "go")
+        await wait_until(lambda: device.is_suspended)
+        await d.stop()
+        assert d.task.done()
+        assert not device.is_suspended, "a stop in the middle must not leave smart control off"
