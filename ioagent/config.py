@@ -379,6 +379,15 @@ def _format_errors(exc: ValidationError, source: str, environ: dict[str, str]) -
         message = error["msg"]
         if error["type"] == "missing":
             message = "is required but missing"
+            section = Settings.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+            if section is not None and isinstance(section.annotation, type):
+                required = [
+                    name
+                    for name, info in getattr(section.annotation, "model_fields", {}).items()
+                    if info.is_required()
+                ]
+                if required:
+                    key = ", ".join(f"{loc[0]}.{name}" for name in required)
         elif error["type"] == "extra_forbidden":
             message = "is not a known setting (check the spelling; see config.example.toml)"
         lines.append(f"  - {key}: {message}{origin}")
