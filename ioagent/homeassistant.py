@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ioagent.config import HomeAssistantSettings
+from ioagent.kraken.types import DEVICE_STATES as API_DEVICE_STATES
 from ioagent.kraken.types import Device
 from ioagent.topics import Topics
 
@@ -44,23 +45,7 @@ ON = "on"
 OFF = "off"
 REFRESH_PAYLOAD = "PRESS"
 
-DEVICE_STATES = (
-    "AUTHENTICATION_PENDING",
-    "AUTHENTICATION_FAILED",
-    "AUTHENTICATION_COMPLETE",
-    "TEST_CHARGE_IN_PROGRESS",
-    "TEST_CHARGE_FAILED",
-    "TEST_CHARGE_NOT_AVAILABLE",
-    "SETUP_COMPLETE",
-    "SMART_CONTROL_CAPABLE",
-    "SMART_CONTROL_IN_PROGRESS",
-    "BOOSTING",
-    "SMART_CONTROL_OFF",
-    "SMART_CONTROL_NOT_AVAILABLE",
-    "LOST_CONNECTION",
-    "RETIRED",
-    "UNKNOWN",
-)
+DEVICE_STATES = (*API_DEVICE_STATES, "UNKNOWN")
 """``device/state`` values. HA rejects an enum value outside ``options``, so the template maps
 anything else (a state Octopus adds later) to ``UNKNOWN``."""
 

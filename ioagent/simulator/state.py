@@ -17,6 +17,7 @@ from typing import Any
 
 import jwt
 
+from ioagent.kraken.types import DEVICE_STATES
 from ioagent.simulator import planner
 from ioagent.simulator.planner import DAYS_OF_WEEK, PlanRequest
 from ioagent.timeutil import Clock, iso_z
@@ -35,22 +36,6 @@ DEFAULT_BATTERY_KWH = 60.0
 DEFAULT_CHARGER_KW = 7.0
 
 DISPATCH_TYPES = ("SMART", "BOOST", "TEST")
-DEVICE_STATES = (
-    "AUTHENTICATION_PENDING",
-    "AUTHENTICATION_FAILED",
-    "AUTHENTICATION_COMPLETE",
-    "TEST_CHARGE_IN_PROGRESS",
-    "TEST_CHARGE_FAILED",
-    "TEST_CHARGE_NOT_AVAILABLE",
-    "SETUP_COMPLETE",
-    "SMART_CONTROL_CAPABLE",
-    "SMART_CONTROL_IN_PROGRESS",
-    "BOOSTING",
-    "SMART_CONTROL_OFF",
-    "SMART_CONTROL_NOT_AVAILABLE",
-    "LOST_CONNECTION",
-    "RETIRED",
-)
 FAULT_KINDS = (
     "http_500",
     "http_502",
