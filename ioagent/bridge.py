@@ -38,6 +38,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from ioagent.budget import backoff_delay
 from ioagent.config import MqttSettings
 from ioagent.logs import get_logger, redact, register_secret
 from ioagent.timeutil import Clock, utc_now
@@ -49,7 +50,6 @@ OFFLINE = "offline"
 QOS = 1
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 60.0
-BACKOFF_JITTER = 0.25
 """Each delay is shortened by up to this fraction, so restarts of many clients spread out."""
 PUBLISH_TIMEOUT = 5.0
 INBOX_LIMIT = 1000
@@ -92,23 +92,6 @@ class IncomingMessage:
         if self.message_expiry_interval is not None and waited >= self.message_expiry_interval:
             return math.inf
         return waited
-
-
-def backoff_delay(
-    failures: int,
-    *,
-    jitter: float,
-    initial: float = BACKOFF_INITIAL,
-    cap: float = BACKOFF_MAX,
-) -> float:
-    """Seconds to wait after ``failures`` consecutive failed connections (1 = the first).
-
-    Doubles from ``initial`` up to ``cap``; ``jitter`` in [0, 1) shortens it by up to
-    :data:`BACKOFF_JITTER` of itself.
-    """
-    exponent = min(max(failures, 1) - 1, 32)
-    base = min(cap, initial * 2.0**exponent)
-    return base * (1.0 - BACKOFF_JITTER * min(max(jitter, 0.0), 1.0))
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -378,7 +361,7 @@ class MqttBridge:
                     failures,
                     jitter=random.random(),
                     initial=self._backoff_initial,
-                    cap=self._backoff_max,
+                    maximum=self._backoff_max,
                 )
                 log.warning(redact(message), retry_in=round(delay, 2), attempt=failures)
                 with contextlib.suppress(TimeoutError):

@@ -9,7 +9,6 @@ used Home Assistant integration has run with for years.
 from __future__ import annotations
 
 import hashlib
-import random
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -99,13 +98,19 @@ def avoid_boundary(at: datetime) -> datetime:
     return utc
 
 
-def backoff_delay(
-    failures: int, *, initial: float, maximum: float, rng: random.Random | None = None
-) -> float:
-    """Exponential backoff with full jitter in the upper half: ``failures`` counts from 1."""
-    rng = rng or random.Random()
-    ceiling = min(maximum, initial * 2.0 ** min(max(0, failures - 1), 32))
-    return ceiling / 2 + rng.random() * ceiling / 2
+BACKOFF_JITTER = 0.25
+"""Each backoff delay is shortened by up to this fraction, at random, so clients spread out."""
+
+
+def backoff_delay(failures: int, *, jitter: float, initial: float, maximum: float) -> float:
+    """Seconds to wait after ``failures`` consecutive failures (1 = the first).
+
+    Doubles from ``initial`` up to ``maximum``; ``jitter`` in [0, 1) (a random draw) shortens
+    it by up to :data:`BACKOFF_JITTER` of itself. Shared by the API poller and the MQTT bridge.
+    """
+    exponent = min(max(failures, 1) - 1, 32)
+    base = min(maximum, initial * 2.0**exponent)
+    return base * (1.0 - BACKOFF_JITTER * min(max(jitter, 0.0), 1.0))
 
 
 def is_quiet_second(at: datetime) -> bool:
@@ -114,6 +119,7 @@ def is_quiet_second(at: datetime) -> bool:
 
 
 __all__ = [
+    "BACKOFF_JITTER",
     "HOUR",
     "MINUTE",
     "REGULAR_RESERVE",

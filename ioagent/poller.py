@@ -188,7 +188,10 @@ class Poller:
             delay = maximum
         else:
             delay = backoff_delay(
-                self.failures, initial=self.settings.backoff_initial, maximum=maximum, rng=self.rng
+                self.failures,
+                jitter=self.rng.random(),
+                initial=self.settings.backoff_initial,
+                maximum=maximum,
             )
             if isinstance(outcome.error, RateLimited):
                 delay = max(delay, 120.0)

@@ -22,10 +22,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from structlog.testing import capture_logs
 
 from ioagent.bridge import (
-    BACKOFF_JITTER,
     IncomingMessage,
     MqttBridge,
-    backoff_delay,
     describe_connection_error,
 )
 from ioagent.config import MqttSettings
@@ -37,30 +35,6 @@ COMMANDS = "t/set/+"
 
 
 # --- pure helpers ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("failures", "jitter", "expected"),
-    [
-        (1, 0.0, 1.0),
-        (2, 0.0, 2.0),
-        (3, 0.0, 4.0),
-        (6, 0.0, 32.0),
-        (7, 0.0, 60.0),
-        (500, 0.0, 60.0),
-        (0, 0.0, 1.0),
-        (1, 0.999999, 1.0 - BACKOFF_JITTER * 0.999999),
-        (7, 0.5, 60.0 * (1 - BACKOFF_JITTER / 2)),
-    ],
-)
-def test_backoff_delay(failures: int, jitter: float, expected: float) -> None:
-    assert backoff_delay(failures, jitter=jitter) == pytest.approx(expected)
-
-
-def test_backoff_grows_despite_jitter_until_the_cap() -> None:
-    worst_next = [backoff_delay(n + 1, jitter=0.999) for n in range(1, 6)]
-    best_now = [backoff_delay(n, jitter=0.0) for n in range(1, 6)]
-    assert all(later > now for later, now in zip(worst_next, best_now, strict=True))
 
 
 def _refusal(code: int) -> MqttConnectError:

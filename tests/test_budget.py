@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ioagent.budget import (
+    BACKOFF_JITTER,
     CallBudget,
     avoid_boundary,
     backoff_delay,
@@ -138,9 +139,39 @@ def test_avoid_boundary(wanted: str, expected: str) -> None:
 
 def test_backoff_grows_is_jittered_and_capped() -> None:
     rng = random.Random(7)
-    delays = [backoff_delay(n, initial=30, maximum=1800, rng=rng) for n in range(1, 12)]
+    delays = [backoff_delay(n, jitter=rng.random(), initial=30, maximum=1800) for n in range(1, 12)]
     assert 15 <= delays[0] <= 30
     assert 30 <= delays[1] <= 60
     assert all(900 <= d <= 1800 for d in delays[7:])
-    samples = {round(backoff_delay(3, initial=30, maximum=1800, rng=rng), 3) for _ in range(20)}
+    samples = {
+        round(backoff_delay(3, jitter=rng.random(), initial=30, maximum=1800), 3) for _ in range(20)
+    }
     assert len(samples) > 10, "delays must be jittered"
+
+
+@pytest.mark.parametrize(
+    ("failures", "jitter", "expected"),
+    [
+        (1, 0.0, 1.0),
+        (2, 0.0, 2.0),
+        (3, 0.0, 4.0),
+        (6, 0.0, 32.0),
+        (7, 0.0, 60.0),
+        (500, 0.0, 60.0),
+        (0, 0.0, 1.0),
+        (1, 0.999999, 1.0 - BACKOFF_JITTER * 0.999999),
+        (7, 0.5, 60.0 * (1 - BACKOFF_JITTER / 2)),
+    ],
+)
+def test_backoff_delay(failures: int, jitter: float, expected: float) -> None:
+    assert backoff_delay(failures, jitter=jitter, initial=1.0, maximum=60.0) == pytest.approx(
+        expected
+    )
+
+
+def test_backoff_grows_despite_jitter_until_the_cap() -> None:
+    worst_next = [
+        backoff_delay(n + 1, jitter=0.999, initial=1.0, maximum=60.0) for n in range(1, 6)
+    ]
+    best_now = [backoff_delay(n, jitter=0.0, initial=1.0, maximum=60.0) for n in range(1, 6)]
+    assert all(later > now for later, now in zip(worst_next, best_now, strict=True))
