@@ -1,0 +1,215 @@
+"""P1 (boundary lateness) and the real-time check of P2/P3, from one run of the real daemon.
+
+The daemon runs in-process (tests/harness.py) against the simulator and a private Mosquitto.
+Before it starts, the simulator's EV gets many short SMART slots a few seconds apart (whole
+seconds, not aligned to anything) and one "marker" slot 40 minutes ahead. With
+``round_to_half_hour = false`` the house is off-peak exactly during each short slot, so every
+slot edge flips ``offpeak`` and ``dispatching``. A plain MQTT subscriber timestamps each flip;
+lateness is arrival time minus the boundary instant (both wall clock, same host).
+
+While that runs, the marker slot's end is moved now and then. How long the daemon takes to
+publish the moved slot, and how many ``flexPlannedDispatches`` calls the simulator counted, are
+compared with what :mod:`bench.policy` predicts for the same start instant and settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench import policy
+from bench.env import mosquitto, peak_now_tariff
+from bench.stats import summary
+from ioagent.config import PollingSettings
+from ioagent.kraken.types import Dispatch
+from ioagent.simulator.server import run_simulator
+from ioagent.simulator.state import DEFAULT_EV_ID, SimulatorState
+from ioagent.timeutil import iso_z, parse_iso, utc_now
+from tests.harness import Seen, running_daemon
+
+PLANNED_FIELD = "flexPlannedDispatches"
+
+
+@dataclass
+class LiveConfig:
+    slots: int = 80
+    """Short slots; each gives two boundaries."""
+    lead_seconds: float = 12.0
+    slot_seconds: tuple[int, ...] = (1, 2, 3)
+    gap_seconds: tuple[int, ...] = (1, 2, 3)
+    duration_seconds: float = 330.0
+    """How long the daemon runs (the policy check needs at least one active interval)."""
+    change_offsets: tuple[float, ...] = (20.0, 110.0, 200.0, 290.0)
+    """Seconds after the daemon is up at which the marker slot is moved."""
+    polling: dict[str, Any] = field(default_factory=dict)
+    seed: int = 11
+
+
+QUICK = LiveConfig(
+    slots=15,
+    duration_seconds=75.0,
+    change_offsets=(10.0, 35.0),
+    polling={"active_interval": 60},
+)
+
+
+def make_slots(config: LiveConfig, first: datetime) -> list[tuple[datetime, datetime]]:
+    rng = random.Random(config.seed)
+    slots = []
+    at = first.replace(microsecond=0)
+    for _ in range(config.slots):
+        end = at + timedelta(seconds=rng.choice(config.slot_seconds))
+        slots.append((at, end))
+        at = end + timedelta(seconds=rng.choice(config.gap_seconds))
+    return slots
+
+
+def flip_lateness(
+    messages: list[Seen], topic: str, boundaries: list[tuple[datetime, str]]
+) -> list[float]:
+    """Seconds from each boundary to the first later message on ``topic`` with its value.
+
+    Matched in order: the flip for boundary *k* is searched after the one for *k-1*, so a
+    missing or early flip shows up as a large or negative figure rather than being hidden.
+    """
+    on_topic = [m for m in messages if m.topic == topic]
+    lateness: list[float] = []
+    cursor = 0
+    for instant, value in boundaries:
+        target = instant.timestamp()
+        while cursor < len(on_topic) and (
+            on_topic[cursor].payload != value or on_topic[cursor].at < target - 1.0
+        ):
+            cursor += 1
+        if cursor == len(on_topic):
+            break
+        lateness.append(on_topic[cursor].at - target)
+        cursor += 1
+    return lateness
+
+
+def _marker_seen(payload: str, start: str, end: datetime) -> bool:
+    """The marker slot is published with this change (or a later one: each moves it further)."""
+    try:
+        slots = json.loads(payload)
+    except ValueError:
+        return False
+    return any(s.get("start") == start and parse_iso(s["end"]) >= end for s in slots)
+
+
+async def run_live(config: LiveConfig, workdir: Path | None = None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="ioagent-bench-") as tmp:
+        root = workdir or Path(tmp)
+        with mosquitto(root) as broker:
+            state = SimulatorState.with_default_account(clock=utc_now)
+            async with run_simulator(state) as sim:
+                return await _run(config, broker, sim, state, root)
+
+
+async def _run(
+    config: LiveConfig, broker: Any, sim: Any, state: SimulatorState, root: Path
+) -> dict[str, Any]:
+    device = state.device(DEFAULT_EV_ID)
+    slots = make_slots(config, utc_now() + timedelta(seconds=config.lead_seconds))
+    for start, end in slots:
+        state.add_dispatch(device, start, end, "SMART", 0.1)
+    marker_start = utc_now().replace(second=0, microsecond=0) + timedelta(minutes=40)
+    marker_end = marker_start + timedelta(minutes=30)
+    state.add_dispatch(device, marker_start, marker_end, "SMART", 3.5)
+    state.reset_calls()
+    polling = {"backoff_initial": 1.0, "backoff_max": 10.0, **config.polling}
+
+    changes: list[tuple[datetime, datetime]] = []
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    async with running_daemon(
+        broker, sim, root / "data", tariff=peak_now_tariff(), polling=polling
+    ) as d:
+        up = utc_now()
+        up_monotonic = time.monotonic()
+        for index, offset in enumerate(config.change_offsets, start=1):
+            await asyncio.sleep(max(0.0, up_monotonic + offset - time.monotonic()))
+            new_end = marker_end + timedelta(minutes=index)
+            state.shift_dispatch(device, marker_start, marker_start, new_end)
+            changes.append((utc_now(), new_end))
+        last_edge = slots[-1][1].timestamp() + 2.0
+        until = max(
+            up_monotonic + config.duration_seconds, time.monotonic() + last_edge - time.time()
+        )
+        await asyncio.sleep(max(0.0, until - time.monotonic()))
+        finished = utc_now()
+        messages = list(d.watcher.messages)
+        topics = d.topics
+    calls = state.calls()
+
+    boundaries = sorted([(s, "true") for s, _ in slots] + [(e, "false") for _, e in slots])
+    offpeak = flip_lateness(messages, topics.offpeak, boundaries)
+    dispatching = flip_lateness(messages, topics.dispatching, boundaries)
+
+    marker_iso = iso_z(marker_start)
+    planned_messages = [m for m in messages if m.topic == topics.planned]
+    detections: list[float | None] = []
+    for changed_at, new_end in changes:
+        seen = next(
+            (
+                m
+                for m in planned_messages
+                if m.at >= changed_at.timestamp() and _marker_seen(m.payload, marker_iso, new_end)
+            ),
+            None,
+        )
+        detections.append(None if seen is None else seen.at - changed_at.timestamp())
+
+    log = calls["log"]
+    poll_times = [parse_iso(e["at"]) for e in log if PLANNED_FIELD in e["operations"]]
+    first_call = min((parse_iso(e["at"]) for e in log), default=up)
+    settings = PollingSettings(**polling)
+    scenario = policy.Scenario(
+        "live window",
+        first_call - timedelta(milliseconds=1),
+        finished,
+        plans=[
+            (
+                first_call - timedelta(hours=1),
+                tuple(
+                    Dispatch(s, e, "SMART", 0.1, device_id=policy.DEVICE_ID)
+                    for s, e in [*slots, (marker_start, marker_end)]
+                ),
+            )
+        ],
+    )
+    predicted = await policy.simulate(scenario, settings, poll_seconds=0.02, warmup=timedelta(0))
+    predicted_detection = policy.detection_delays(predicted.polls, [c for c, _ in changes])
+    return {
+        "boundaries": len(boundaries),
+        "slot_seconds": list(config.slot_seconds),
+        "gap_seconds": list(config.gap_seconds),
+        "offpeak_ms": summary(offpeak, 1000.0),
+        "dispatching_ms": summary(dispatching, 1000.0),
+        "all_flips_ms": summary(offpeak + dispatching, 1000.0),
+        "early_flips": sum(1 for x in offpeak + dispatching if x < 0),
+        "missed_flips": 2 * len(boundaries) - len(offpeak) - len(dispatching),
+        "run_seconds": round((finished - up).total_seconds(), 1),
+        "polling": {k: v for k, v in config.polling.items()},
+        "planned_queries_real": len(poll_times),
+        "planned_queries_predicted": len(predicted.polls),
+        "poll_offsets_real_s": [round((p - first_call).total_seconds(), 1) for p in poll_times],
+        "poll_offsets_predicted_s": [
+            round((p - first_call).total_seconds(), 1) for p in predicted.polls
+        ],
+        "requests_by_operation": calls["by_operation"],
+        "changes": [
+            {
+                "at_s": round((c - first_call).total_seconds(), 1),
+                "detected_after_s": None if real is None else round(real, 1),
+                "predicted_s": None if pred is None else round(pred, 1),
+            }
+            for (c, _), real, pred in zip(changes, detections, predicted_detection, strict=True)
+        ],
+    }
