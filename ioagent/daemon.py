@@ -361,6 +361,10 @@ class Daemon:
             name = message.topic.rsplit("/", 1)[1]
         else:
             return
+        if message.retain and not message.payload:
+            # The deletion of a retained command (our own clear included) is delivered flagged
+            # retained: it is no command, and refusing it would clear it again, forever.
+            return
         if message.retain:
             # A retained command would run again on every restart; remove it from the broker.
             log.warning("retained_command_cleared", topic=message.topic)
