@@ -320,7 +320,8 @@ def test_compose_schema_check_catches_mistakes(compose: dict[str, Any]) -> None:
 def _memory_bytes(value: str) -> int:
     match = re.fullmatch(r"(\d+)([kmg]?)b?", str(value).lower())
     assert match, value
-    return int(match.group(1)) * 1024 ** " kmg".index(match.group(2) or " ")
+    exponent = " kmg".index(match.group(2) or " ")
+    return int(match.group(1)) << (10 * exponent)
 
 
 def test_ioagent_service_is_locked_down(compose: dict[str, Any]) -> None:
