@@ -1,0 +1,173 @@
+"""``ioagent run`` as a real process: SIGKILL mid-run and restart, then SIGTERM.
+
+A SIGKILL gives the daemon no chance to say anything: the broker publishes its last will, the
+SQLite store must still be intact, and the restarted daemon must not announce the slots it
+already knew as new. A SIGTERM is a clean stop: the daemon says ``offline`` itself and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ioagent.simulator.server import RunningSimulator
+from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, DEFAULT_EV_ID
+from ioagent.timeutil import iso_z
+from ioagent.topics import Topics
+from tests.broker import Broker
+from tests.harness import Watcher, watching
+
+TOPICS = Topics("ioagent", DEFAULT_ACCOUNT)
+
+
+def write_config(
+    path: Path, broker: Broker, simulator: RunningSimulator, api_key: str = DEFAULT_API_KEY
+) -> Path:
+    path.write_text(
+        f"""
+[octopus]
+api_key = "{api_key}"
+account_number = "{DEFAULT_ACCOUNT}"
+api_url = "{simulator.graphql_url}"
+read_timeout = 3.0
+
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+
+[storage]
+path = "{path.parent / "data" / "ioagent.db"}"
+
+[polling]
+backoff_initial = 1.0
+backoff_max = 10.0
+
+[logging]
+level = "debug"
+format = "json"
+"""
+    )
+    return path
+
+
+@dataclass
+class DaemonProcess:
+    process: asyncio.subprocess.Process
+    output: Path
+
+    @classmethod
+    async def start(cls, config: Path, output: Path) -> DaemonProcess:
+        with output.open("ab") as sink:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "ioagent",
+                "run",
+                "--config",
+                str(config),
+                stdout=sink,
+                stderr=sink,
+            )
+        return cls(process, output)
+
+    async def stop(self, signum: int, timeout: float = 15.0) -> int:
+        self.process.send_signal(signum)
+        return await asyncio.wait_for(self.process.wait(), timeout)
+
+    async def ensure_dead(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+def add_slot(simulator: RunningSimulator, start: datetime) -> datetime:
+    device = simulator.state.device(DEFAULT_EV_ID)
+    simulator.state.add_dispatch(device, start, start + timedelta(minutes=40), "SMART", 4.2)
+    return start
+
+
+def integrity(db: Path) -> str:
+    with sqlite3.connect(db) as connection:
+        return str(connection.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def slot_added_starts(watcher: Watcher, after: int) -> list[str]:
+    events = [json.loads(m.payload) for m in watcher.messages[after:] if m.topic == TOPICS.events]
+    return [e["slot"]["start"] for e in events if e["event"] == "slot_added"]
+
+
+async def wait_polled(watcher: Watcher, after: int, slots: int) -> None:
+    await watcher.wait_for(TOPICS.status, lambda p: p == "online", after=after, timeout=20)
+    await watcher.wait_for(
+        TOPICS.planned, lambda p: len(json.loads(p)) == slots, after=after, timeout=20
+    )
+    await watcher.wait_for(
+        TOPICS.api,
+        lambda p: json.loads(p)["state"] == "ok" and json.loads(p)["last_success"] is not None,
+        after=after,
+        timeout=20,
+    )
+
+
+async def test_sigkill_mid_run_then_restart_and_sigterm(
+    logged_broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    broker = logged_broker
+    config = write_config(tmp_path / "config.toml", broker, simulator)
+    output = tmp_path / "daemon.log"
+    base = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(hours=2)
+    known = [
+        add_slot(simulator, base + timedelta(minutes=7)),
+        add_slot(simulator, base + timedelta(hours=2)),
+    ]
+    async with watching(broker) as watcher:
+        first = await DaemonProcess.start(config, output)
+        try:
+            await wait_polled(watcher, 0, 2)
+            assert sorted(slot_added_starts(watcher, 0)) == sorted(iso_z(s) for s in known)
+            # Mid-run: a refresh starts a poll (and its database writes), and the kill lands.
+            await watcher.publish(TOPICS.refresh, "now")
+            await asyncio.sleep(0.05)
+            killed_at = len(watcher.messages)
+            assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+        finally:
+            await first.ensure_dead()
+        await watcher.wait_for(TOPICS.status, lambda p: p == "offline", after=killed_at, timeout=10)
+        db = tmp_path / "data" / "ioagent.db"
+        assert await asyncio.to_thread(integrity, db) == "ok"
+
+        new = add_slot(simulator, base + timedelta(hours=4))
+        restarted_at = len(watcher.messages)
+        second = await DaemonProcess.start(config, output)
+        try:
+            await wait_polled(watcher, restarted_at, 3)
+            await asyncio.sleep(0.5)
+            assert slot_added_starts(watcher, restarted_at) == [iso_z(new)], (
+                "only the slot that is really new is announced after the restart"
+            )
+            stopping_at = len(watcher.messages)
+            assert await second.stop(signal.SIGTERM) == 0
+        finally:
+            await second.ensure_dead()
+        offline = await watcher.wait_for(
+            TOPICS.status, lambda p: p == "offline", after=stopping_at, timeout=5
+        )
+        assert offline.retain is False  # seen live, as published
+    assert await asyncio.to_thread(integrity, db) == "ok"
+    log = broker.log()
+    client = f"ioagent-{DEFAULT_ACCOUNT}"
+    # The kill: the broker saw the socket drop and sent the will. The stop: a clean DISCONNECT,
+    # which discards the will, so the offline above was the daemon's own.
+    assert (
+        f"Client {client} closed its connection" in log or f"Socket error on client {client}" in log
+    ), log
+    assert f"Client {client} disconnected." in log, log
+    text = output.read_text()
+    assert "Traceback" not in text
+    assert '"event": "stopped"' in text
