@@ -104,7 +104,7 @@ class Write:
     value: int
 
 
-def _interval(window: WindowLike) -> Interval:
+def as_interval(window: WindowLike) -> Interval:
     if isinstance(window, tuple):
         start, end = window
     else:
@@ -119,7 +119,7 @@ def upcoming_windows(
     touch, earliest first. Starts are not clipped here: see :func:`gx_schedule`."""
     now = to_utc(now)
     relevant = sorted(
-        (i for i in map(_interval, windows) if i.end > now and i.start < now + horizon),
+        (i for i in map(as_interval, windows) if i.end > now and i.start < now + horizon),
         key=lambda i: i.start,
     )
     merged: list[Interval] = []

@@ -1,0 +1,359 @@
+"""The Victron connector against a fake GX (tests/gx_peer.py) on a real Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from ioagent.config import VictronSettings
+from ioagent.victron import (
+    VictronConnector,
+    describe_scheduled_charge,
+    parse_value,
+    reconnect_delay,
+)
+from tests.broker import Broker
+from tests.gx_peer import FACTORY_SLOT, PORTAL_ID, USER_SLOTS, GxPeer, slot_path
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+@dataclass
+class FakeClock:
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Harness:
+    connector: VictronConnector
+    clock: FakeClock
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.statuses[-1] if self.statuses else {}
+
+    async def synced(self, after: int | None = None) -> None:
+        """Wait until a sync round that began after now has finished."""
+        target = (self.connector.completed_syncs if after is None else after) + 1
+        await eventually(lambda: self.connector.completed_syncs >= target)
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 8.0) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def gx(broker: Broker) -> AsyncIterator[GxPeer]:
+    peer = GxPeer(broker.host, broker.port)
+    await peer.start()
+    try:
+        yield peer
+    finally:
+        await peer.stop()
+
+
+def make_settings(broker: Broker, **overrides: Any) -> VictronSettings:
+    return VictronSettings(
+        enabled=True, host=broker.host, port=broker.port, slots=[3, 4], **overrides
+    )
+
+
+@pytest.fixture
+async def harness_factory(
+    broker: Broker,
+) -> AsyncIterator[Callable[..., Harness]]:
+    tasks: list[asyncio.Task[None]] = []
+
+    def start(now: datetime, **overrides: Any) -> Harness:
+        statuses: list[dict[str, Any]] = []
+
+        async def publish(status: dict[str, Any]) -> None:
+            # Round-trip through JSON: the daemon publishes it as JSON.
+            statuses.append(json.loads(json.dumps(status)))
+
+        clock = FakeClock(now)
+        connector = VictronConnector(
+            make_settings(broker, **overrides),
+            publish_status=publish,
+            clock=clock,
+            keepalive_interval=0.2,
+            reevaluate_interval=0.3,
+            read_timeout=2.0,
+            confirm_timeout=0.5,
+            reconnect_initial=0.1,
+            reconnect_max=0.3,
+        )
+        tasks.append(asyncio.create_task(connector.run()))
+        return Harness(connector, clock, statuses)
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    async with asyncio.timeout(10):  # safety net: a connector must always stop when cancelled
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def user_slots_untouched(peer: GxPeer) -> bool:
+    return all(peer.slot(n) == USER_SLOTS[n] for n in USER_SLOTS) and not any(
+        peer.writes_to(n) for n in USER_SLOTS
+    )
+
+
+SPRING = pytest.param(
+    utc(2025, 3, 29, 20),
+    [
+        (utc(2025, 3, 30, 0, 30), utc(2025, 3, 30, 1, 30)),
+        (utc(2025, 3, 30, 1, 0), utc(2025, 3, 30, 2, 30)),
+        (utc(2025, 3, 30, 10), utc(2025, 3, 30, 11)),
+    ],
+    {"Day": 0, "Start": 1800, "Duration": 3 * 3600},
+    {"Day": 0, "Start": 11 * 3600, "Duration": 3600},
+    id="spring-gmt-to-bst",
+)
+AUTUMN = pytest.param(
+    utc(2025, 10, 25, 20),
+    [
+        (utc(2025, 10, 25, 23, 30), utc(2025, 10, 26, 2)),
+        (utc(2025, 10, 26, 2), utc(2025, 10, 26, 4, 30)),
+        (utc(2025, 10, 26, 10), utc(2025, 10, 26, 11)),
+    ],
+    {"Day": 0, "Start": 1800, "Duration": 4 * 3600},
+    {"Day": 0, "Start": 10 * 3600, "Duration": 3600},
+    id="autumn-bst-to-gmt",
+)
+
+
+@pytest.mark.parametrize(("now", "windows", "first", "second"), [SPRING, AUTUMN])
+async def test_writes_merged_windows_in_gx_local_time(
+    gx: GxPeer,
+    harness_factory: Callable[..., Harness],
+    now: datetime,
+    windows: list[tuple[datetime, datetime]],
+    first: dict[str, int],
+    second: dict[str, int],
+) -> None:
+    harness = harness_factory(now)
+    await harness.connector.update_windows(windows, now)
+    common = {"Soc": 100, "AllowDischarge": 0}
+    await eventually(
+        lambda: gx.slot(3) == {**first, **common} and gx.slot(4) == {**second, **common}
+    )
+    await eventually(lambda: harness.status["last_confirmed_write"] is not None)
+
+    status = harness.status
+    assert status["connected"] is True
+    assert status["portal_id"] == PORTAL_ID
+    assert status["error"] is None
+    assert status["dry_run"] is False
+    assert status["scheduled_charge_status"] == "OK: scheduled charging can run"
+    assert status["slots"]["3"]["start"] == "00:30"
+    assert status["slots"]["3"]["duration_min"] == first["Duration"] // 60
+    assert status["slots"]["3"]["enabled"] is True
+    assert status["slots"]["3"]["window_start"] == windows[0][0].isoformat().replace("+00:00", "Z")
+    assert status["slots"]["3"]["window_end"] == windows[1][1].isoformat().replace("+00:00", "Z")
+    assert gx.retained_writes == []
+    assert user_slots_untouched(gx)
+    # Keepalive: one empty request for the full republish, then the cheap form.
+    assert gx.keepalives[0] == b""
+    await eventually(lambda: len(gx.keepalives) >= 2)
+    assert all(
+        json.loads(k) == {"keepalive-options": ["suppress-republish"]} for k in gx.keepalives[1:]
+    )
+
+
+async def test_unchanged_plan_makes_no_writes(
+    gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    now = utc(2025, 1, 15, 12)
+    windows = [(utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 5, 30))]
+    harness = harness_factory(now)
+    await harness.connector.update_windows(windows, now)
+    await eventually(lambda: gx.slot(3)["Day"] == 3)
+    await harness.synced()
+    written = list(gx.writes)
+    # Only the four fields that differed from the factory slot, and a disabled slot 4 untouched.
+    assert sorted(path for path, _ in written) == sorted(
+        slot_path(3, name) for name in ("Day", "Start", "Duration")
+    )
+
+    await harness.connector.update_windows(list(windows), now + timedelta(minutes=5))
+    await harness.synced()
+    harness.clock.now = now + timedelta(hours=1)
+    await harness.synced()
+    assert gx.writes == written
+    assert harness.status["pending_writes"] == []
+
+
+async def test_slot_disabled_once_its_window_ends(
+    gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    now = utc(2025, 1, 15, 23)
+    windows = [(utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 1))]
+    harness = harness_factory(now)
+    await harness.connector.update_windows(windows, now)
+    await eventually(lambda: gx.slot(3)["Day"] == 3)
+
+    # No new plan arrives: the periodic re-evaluation alone must notice the end.
+    harness.clock.now = utc(2025, 1, 16, 1, 0)
+    await eventually(lambda: gx.slot(3)["Day"] == -3)
+    await eventually(lambda: harness.status["slots"]["3"]["enabled"] is False)
+    assert gx.slot(3)["Start"] == 84600  # only Day is written to disable
+    assert user_slots_untouched(gx)
+
+
+async def test_reconnects_and_resyncs_after_gx_and_broker_go_offline(
+    broker: Broker, gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    now = utc(2025, 1, 15, 12)
+    harness = harness_factory(now)
+    await harness.connector.update_windows(
+        [(utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 5, 30))], now
+    )
+    await eventually(lambda: gx.slot(3)["Day"] == 3)
+
+    await gx.stop()
+    broker.restart()
+    await eventually(lambda: harness.status["connected"] is False)
+    assert harness.status["error"] is not None
+    # While offline: the plan changes, and someone edits slot 4 on the GX itself.
+    await harness.connector.update_windows(
+        [
+            (utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 5, 30)),
+            (utc(2025, 1, 16, 11), utc(2025, 1, 16, 12)),
+        ],
+        now,
+    )
+    gx.values[slot_path(4, "Soc")] = 55
+
+    await gx.start()
+    await eventually(lambda: harness.status["connected"] is True)
+    await eventually(
+        lambda: (
+            gx.slot(4)
+            == {"Day": 4, "Start": 11 * 3600, "Duration": 3600, "Soc": 100, "AllowDischarge": 0}
+        )
+    )
+    await eventually(lambda: harness.status["error"] is None)
+    assert gx.slot(3)["Day"] == 3
+    assert gx.retained_writes == []
+    assert user_slots_untouched(gx)
+
+
+async def test_dry_run_logs_but_never_writes(
+    gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    now = utc(2025, 1, 15, 12)
+    with capture_logs() as logs:
+        harness = harness_factory(now, dry_run=True)
+        await harness.connector.update_windows(
+            [(utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 5, 30))], now
+        )
+        await harness.synced()
+        await harness.synced()
+    assert gx.writes == []
+    assert gx.slot(3) == FACTORY_SLOT
+    status = harness.status
+    assert status["dry_run"] is True
+    assert {"slot": 3, "field": "Day", "value": 3} in status["pending_writes"]
+    assert status["last_confirmed_write"] is None
+    logged = [e for e in logs if e["event"] == "victron.dry_run_write"]
+    # Logged once, not on every re-evaluation.
+    assert sorted(e["topic"] for e in logged) == sorted(
+        f"W/{PORTAL_ID}/{slot_path(3, name)}" for name in ("Day", "Start", "Duration")
+    )
+
+
+async def test_unconfirmed_write_is_retried_then_reported(
+    gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    gx.reject_writes.add(slot_path(3, "Start"))
+    now = utc(2025, 1, 15, 12)
+    harness = harness_factory(now, portal_id=PORTAL_ID)
+    await harness.connector.update_windows(
+        [(utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 5, 30))], now
+    )
+    await eventually(
+        lambda: (harness.status.get("error") or "").startswith("the GX did not confirm")
+    )
+    assert "Schedule/Charge/3/Start = 84600 after 3 attempts" in harness.status["error"]
+    assert gx.writes_to(3)[:3] == [(slot_path(3, "Start"), 84600)] * 3
+    # The slot is never enabled with a start the GX refused.
+    assert gx.slot(3)["Day"] == -7
+
+
+async def test_password_never_logged_or_published(
+    gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    password = "gx-secret-pass-829"
+    now = utc(2025, 1, 15, 12)
+    with capture_logs() as logs:
+        harness = harness_factory(now, username="ioagent", password=SecretStr(password))
+        await harness.connector.update_windows(
+            [(utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 5, 30))], now
+        )
+        await eventually(lambda: gx.slot(3)["Day"] == 3)
+    assert logs, "the connector logs its progress"
+    assert password not in repr(logs)
+    assert password not in json.dumps(harness.statuses)
+    assert password not in repr(VictronSettings(password=SecretStr(password)))
+
+
+@pytest.mark.parametrize(
+    ("code", "battery_life_state", "words"),
+    [
+        (0, 10, "OK: scheduled charging can run"),
+        (1, None, "ESS is not installed: scheduled charging cannot run"),
+        (2, 10, "The GX knows no battery state of charge: scheduled charging cannot run"),
+        (3, 9, "ESS mode is Keep batteries charged: scheduled charging cannot run"),
+        (None, 9, "ESS mode is Keep batteries charged: scheduled charging cannot run"),
+        (4, 10, "Scheduled charging is blocked, for example by Dynamic ESS: turn Dynamic ESS off"),
+        (None, None, "unknown: the GX has not reported its scheduled-charge status"),
+        (17, 10, "unknown scheduled-charge status 17"),
+    ],
+)
+def test_scheduled_charge_status_words(
+    code: int | None, battery_life_state: int | None, words: str
+) -> None:
+    assert describe_scheduled_charge(code, battery_life_state) == words
+
+
+@pytest.mark.parametrize(
+    ("payload", "value"),
+    [
+        (b'{"value": 936}', 936),
+        (b'{"value": 99.6}', 100),
+        (b'{"value": "c0619ab2e3f4"}', "c0619ab2e3f4"),
+        (b'{"value": null}', None),
+        (b"", None),
+        (b"not json", None),
+        (b'{"other": 1}', None),
+    ],
+)
+def test_parse_value(payload: bytes, value: int | str | None) -> None:
+    assert parse_value(payload) == value
+
+
+@pytest.mark.parametrize("attempt", [0, 1, 5, 40])
+def test_reconnect_delay_is_capped_and_jittered(attempt: int) -> None:
+    ceiling = min(60.0, 1.0 * 2**attempt)
+    delays = {reconnect_delay(attempt, 1.0, 60.0) for _ in range(50)}
+    assert all(ceiling / 2 <= d <= ceiling for d in delays)
+    assert len(delays) > 1
