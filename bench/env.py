@@ -21,9 +21,9 @@ def quiet_logs() -> None:
 
 
 @contextlib.contextmanager
-def mosquitto(workdir: Path) -> Iterator[Broker]:
+def mosquitto(workdir: Path, *extra_config: str) -> Iterator[Broker]:
     """A Mosquitto of our own on a free loopback port (see tests/broker.py)."""
-    broker = Broker(workdir=workdir / "mosquitto")
+    broker = Broker(workdir=workdir / "mosquitto", extra_config=list(extra_config))
     broker.start()
     try:
         yield broker
