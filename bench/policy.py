@@ -228,7 +228,7 @@ class SimulatedAgent(AccountAgent):
         self.poll_seconds = poll_seconds
         self.poll_starts: list[datetime] = []
 
-    async def poll(self) -> PollOutcome:
+    async def poll(self, may_retry: Callable[[], bool] | None = None) -> PollOutcome:
         started = self.sim_clock()
         self.poll_starts.append(started)
         self.sim_clock.advance(timedelta(seconds=self.poll_seconds))
@@ -265,11 +265,17 @@ class SimulationTrace:
     commands: int
 
 
-async def _settle(poller: Poller, runner: CommandRunner) -> None:
+async def _settle(
+    poller: Poller, runner: CommandRunner, tasks: Sequence[asyncio.Task[None]]
+) -> None:
     """Let the poller and command tasks run until nothing is queued (no real time passes)."""
     for _ in range(10_000):
         for _ in range(20):
             await asyncio.sleep(0)
+        for task in tasks:
+            if task.done():
+                task.result()  # re-raises what ended it
+                raise RuntimeError(f"{task.get_name()} ended")
         if poller._requests.empty() and runner._queue.empty():
             return
     raise RuntimeError("simulated poller did not settle")
@@ -303,7 +309,7 @@ async def simulate(
     refresh_accepted = refresh_refused = commands = 0
     pending = sorted(scenario.commands)
     try:
-        await _settle(poller, runner)
+        await _settle(poller, runner, tasks)
         while True:
             due = scheduler.next_due()
             command_at = pending[0][0] if pending else None
@@ -327,7 +333,7 @@ async def simulate(
                     device_ids=agent.device_ids,
                 )
                 await runner.submit(command)
-                await _settle(poller, runner)
+                await _settle(poller, runner, tasks)
                 if name == "refresh":
                     accepted = replies[before:] == ["ok"]
                     refresh_accepted += accepted
@@ -336,7 +342,7 @@ async def simulate(
                     commands += 1
             else:
                 await scheduler.run_due(clock())
-            await _settle(poller, runner)
+            await _settle(poller, runner, tasks)
     finally:
         for task in tasks:
             task.cancel()

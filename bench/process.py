@@ -71,29 +71,34 @@ def write_config(path: Path, broker: Broker, sim: RunningSimulator, data: Path) 
 
 @dataclass
 class DaemonProcess:
-    process: subprocess.Popen[bytes]
+    process: asyncio.subprocess.Process
     spawned_at: float
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
+    async def stop(self) -> None:
+        if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(self.process.wait(), timeout=15)
+            except TimeoutError:
                 self.process.kill()
-                self.process.wait(timeout=5)
+                await self.process.wait()
 
 
 @contextlib.asynccontextmanager
 async def daemon_process(config: Path, log: Path) -> AsyncIterator[DaemonProcess]:
     with log.open("ab") as sink:
         spawned_at = time.time()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ioagent", "run", "--config", str(config)],
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ioagent",
+            "run",
+            "--config",
+            str(config),
             cwd=REPO,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -102,7 +107,7 @@ async def daemon_process(config: Path, log: Path) -> AsyncIterator[DaemonProcess
     try:
         yield handle
     finally:
-        await asyncio.to_thread(handle.stop)
+        await handle.stop()
 
 
 async def send_command(watcher: Watcher, topics: Topics, name: str, value: str) -> dict[str, Any]:
