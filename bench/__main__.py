@@ -68,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--doc", type=Path, default=REPO / "docs" / "benchmarks.md", help="Markdown to write"
     )
+    parser.add_argument(
+        "--render", type=Path, default=None, help="only re-render --doc from a saved --json file"
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        args.doc.write_text(report.render(json.loads(args.render.read_text())))
+        return 0
     only = {part.strip().upper() for part in args.only.split(",") if part.strip()}
     quiet_logs()
     started = time.monotonic()

@@ -553,7 +553,23 @@ async def policy_figures(*, samples: int = 2000, seed: int = 7) -> dict[str, Any
     whole.charging_state_while_plugged = True
     whole.name = "one evening session (in progress while plugged)"
     whole_trace = await simulate(whole, settings)
+    sensitivity = []
+    for interval in (120, 180, 300):
+        changed = PollingSettings(active_interval=interval)
+        trace = await simulate(evening_session_day(), changed)
+        delays = detection_delays(
+            trace.polls, active_instants(session, samples, random.Random(seed))
+        )
+        sensitivity.append(
+            {
+                "active_interval": interval,
+                "planned_dispatch_queries": len(trace.polls),
+                "max_planned_in_rolling_hour": max_in_rolling_hour(trace.polls),
+                "p2_active_seconds": summary([d for d in delays if d is not None], digits=0),
+            }
+        )
     return {
+        "p2_by_active_interval": sensitivity,
         "settings": {
             "planned_per_hour": settings.planned_per_hour,
             "planned_per_minute": settings.planned_per_minute,

@@ -224,10 +224,29 @@ def _p23(policy: dict[str, Any], live: dict[str, Any]) -> list[str]:
         real = change["detected_after_s"]
         lines.append(
             f"| {change['at_s']} s | {'not within the run' if real is None else f'{real} s'} "
-            f"| {change['predicted_s']} s |"
+            f"| {_seconds_or(change['predicted_s'], 'no poll within the run')} |"
+        )
+    lines.append("")
+    doubles = back_to_back(policy["session_polls"])
+    if doubles:
+        lines.append(
+            f"Polls of the one-session day that start within 10 s of the previous one: "
+            f"{', '.join(doubles)}. Each is an `active` poll scheduled while the session was "
+            "active that still fires after the regular poll found it no longer active (the "
+            "poller never withdraws that job): one wasted call each time a session goes quiet.\n"
         )
     lines.append("")
     return lines
+
+
+def back_to_back(polls: list[str], within: int = 10) -> list[str]:
+    """Polls (HH:MM:SS) that start less than ``within`` seconds after the previous one."""
+    seconds = [int(t[:2]) * 3600 + int(t[3:5]) * 60 + int(t[6:8]) for t in polls]
+    return [polls[i] for i in range(1, len(polls)) if seconds[i] - seconds[i - 1] < within]
+
+
+def _seconds_or(value: float | None, missing: str) -> str:
+    return missing if value is None else f"{value} s"
 
 
 def _p4(p4: dict[str, Any]) -> list[str]:
@@ -237,7 +256,9 @@ def _p4(p4: dict[str, Any]) -> list[str]:
         "against the simulator and Mosquitto. After start-up the bench drove "
         f"{p4['publishes']} MQTT publishes out of it ({p4['commands']} commands: `target_soc` "
         f"changes and `refresh`, {p4['refreshes_accepted']} refreshes accepted by the budget, "
-        "plus a boundary flip every 5 s); a busy hour is about 200. Then it left the daemon "
+        "plus a boundary flip every 5 s). An hour of an active session is about 14 polls that "
+        "each re-publish only the topics that changed, plus the flips: fewer publishes than "
+        "this. Then the daemon was left "
         f"idle for {p4['idle_seconds']} s. Memory is VmRSS, CPU is utime + stime from /proc.\n",
         "| | value |",
         "|---|---|",
@@ -259,8 +280,8 @@ def _p5(p5: dict[str, Any]) -> list[str]:
     return [
         "## P5: cold start\n",
         "From `Popen` of `python -m ioagent run` to messages seen by a subscriber that was "
-        "already connected, averaged over "
-        f"{p5['runs']} runs. *Cold*: empty data directory. *Warm*: the same again with the "
+        "already connected, over "
+        f"{p5['runs']} runs each. *Cold*: empty data directory. *Warm*: the same again with the "
         "previous run's database, whose retained topics are re-published before the first "
         "poll.\n",
         "| | p50 | max |",
@@ -353,9 +374,22 @@ def _misses(r: dict[str, Any], met: dict[str, bool]) -> list[str]:
             f"{policy['settings']['active_interval']} s (`[polling] active_interval`, plus the "
             "regular :00/:30 polls), so a change waits on average half of that and at worst all "
             f"of it: p95 {policy['p2_active_seconds']['p95']:.0f} s against 180 s. That is the "
-            "budget choice (at most 20 planned-dispatch queries an hour, as Octopus asked), not "
-            "slowness: `active_interval = 120` would meet the target but spend up to 32 calls an "
-            "hour, which the budget then cuts back. Outside the active part of a plugged-in "
+            "budget choice (at most 20 planned-dispatch queries an hour, as Octopus asked), "
+            "not slowness. A shorter interval does not rescue it, because of a poller bug:"
+            " \n\n"
+            "  | `active_interval` | planned queries on the session day | worst hour | P2 p50 "
+            "| P2 p95 |\n  |---|---|---|---|---|\n"
+            + "".join(
+                f"  | {row['active_interval']} s | {row['planned_dispatch_queries']} | "
+                f"{row['max_planned_in_rolling_hour']} | {row['p2_active_seconds']['p50']:.0f} s "
+                f"| {row['p2_active_seconds']['p95']:.0f} s |\n"
+                for row in policy.get("p2_by_active_interval", [])
+            )
+            + "\n  Once the hourly budget (less the 2 calls kept for the regular polls) refuses an "
+            "`active` poll, the poller drops it without re-arming the next one "
+            "(`Poller._poll_for`, the `extra_poll_skipped_budget` branch), so extra polling "
+            "stops until the next regular poll, up to 30 minutes later. Outside the active "
+            "part of a plugged-in "
             "evening (no slot within the hour, car not charging) only the regular half-hourly "
             f"polls run, and detection takes up to 30 minutes (p95 "
             f"{policy['p2_plugged_not_active_seconds']['p95']:.0f} s)."
@@ -374,7 +408,7 @@ def _misses(r: dict[str, Any], met: dict[str, bool]) -> list[str]:
             "aiomqtt/paho are the baseline. The state itself adds "
             f"{growth:+.1f} MB over {p4['publishes']} publishes and does not grow while idle, "
             "so this is a fixed interpreter-plus-libraries cost, not a leak. Meeting 45 MB "
-            "would need lighter dependencies (for example no pydantic-settings at run time)."
+            "would need lighter dependencies."
         )
     if not met["P5"]:
         lines.append("- **P5.** Start-up is dominated by importing the dependencies (see P4).")
