@@ -8,7 +8,7 @@ decides *when* to poll (``ioagent.poller``) and *when* a boundary is due (``ioag
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -302,12 +302,13 @@ class AccountAgent:
         return restored
 
     # ----- polling -----
-    async def poll(self) -> PollOutcome:
+    async def poll(self, may_retry: Callable[[], bool] | None = None) -> PollOutcome:
+        """Poll once; ``may_retry`` is the call budget's say on a retry after a refused token."""
         now = self.clock()
         try:
             if not self.devices:
                 self.devices = await self.client.devices(self.account)
-            result = await self.client.poll(self.account, self.device_ids)
+            result = await self.client.poll(self.account, self.device_ids, may_retry=may_retry)
         except KrakenError as exc:
             await self._record_error(exc, now)
             return PollOutcome(ok=False, error=exc)

@@ -169,10 +169,19 @@ class Poller:
             return
         self.budget.spend(now, cost)
         self.last_poll = now
-        outcome = await self.agent.poll()
+        outcome = await self.agent.poll(may_retry=self._spend_on_retry)
         self._after(outcome)
         if self.on_polled is not None:
             await self.on_polled(outcome)
+
+    def _spend_on_retry(self) -> bool:
+        """A retry after a refused token is one more query: only if the budget allows it."""
+        now = self.clock()
+        cost = max(1, len(self.agent.devices))
+        if not self.budget.allows(now, cost):
+            return False
+        self.budget.spend(now, cost)
+        return True
 
     def _after(self, outcome: PollOutcome) -> None:
         now = self.clock()

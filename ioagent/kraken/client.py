@@ -203,15 +203,22 @@ class KrakenClient:
         result = await self.transport.execute(queries.COMPLETED_DISPATCHES, {"account": account})
         return parse_completed_list(result.require("completedDispatches"))
 
-    async def poll(self, account: str, device_ids: Sequence[str]) -> PollResult:
+    async def poll(
+        self,
+        account: str,
+        device_ids: Sequence[str],
+        *,
+        may_retry: Callable[[], bool] | None = None,
+    ) -> PollResult:
         """Devices, each device's plan and the completed dispatches in ONE request.
 
         Parts that failed are None with their error in ``errors``; raises only when the request
-        as a whole failed or no part came back.
+        as a whole failed or no part came back. ``may_retry`` gates the retry after a refused
+        token (see :meth:`Transport.execute`).
         """
         ids = list(dict.fromkeys(device_ids))
         result = await self.transport.execute(
-            queries.poll_query(len(ids)), queries.poll_variables(account, ids)
+            queries.poll_query(len(ids)), queries.poll_variables(account, ids), may_retry=may_retry
         )
         errors: dict[str, KrakenError] = {}
         devices, error = _part(result, queries.POLL_DEVICES_KEY, "devices", parse_devices)

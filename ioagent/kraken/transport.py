@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -127,8 +127,13 @@ class Transport:
         variables: Mapping[str, Any] | None = None,
         *,
         authenticated: bool = True,
+        may_retry: Callable[[], bool] | None = None,
     ) -> GraphQLResult:
-        """Run one GraphQL document; see the module docstring for what raises."""
+        """Run one GraphQL document; see the module docstring for what raises.
+
+        ``may_retry`` is asked before the one retry after a refused token: a poll's retry is
+        another planned-dispatch query, so the caller's call budget must allow it.
+        """
         name = operation_name(query)
         jwt = await self._token() if authenticated else None
         status, body = await self._post(name, query, variables, jwt)
@@ -138,6 +143,11 @@ class Transport:
         # The token was refused: renew it once and retry once.
         if self.tokens is not None:
             self.tokens.invalidate(jwt)
+        if may_retry is not None and not may_retry():
+            raise TransientError(
+                f"Kraken API refused the token ({name}); not retried: the call budget is used up",
+                code="auth_retry_deferred",
+            )
         _log.info("kraken_reauthenticating", operation=name)
         jwt = await self._token()
         status, body = await self._post(name, query, variables, jwt)
