@@ -120,6 +120,8 @@ class AccountAgent:
         self.tariff_settings = tariff
         self.clock = clock
         self.devices: list[Device] = []
+        self.devices_listed = False
+        """True once a poll has listed the account's devices (an empty list is an answer too)."""
         self.plans: dict[str, tuple[Dispatch, ...]] = {}
         self.completed: list[CompletedDispatch] = []
         self.health = ApiHealth()
@@ -319,8 +321,11 @@ class AccountAgent:
         events: list[PlanEvent] = []
         devices_changed = False
         if result.devices is not None:
-            devices_changed = [d.id for d in result.devices] != self.device_ids
+            devices_changed = (
+                not self.devices_listed or [d.id for d in result.devices] != self.device_ids
+            )
             self.devices = list(result.devices)
+            self.devices_listed = True
         if self.store is not None and (devices_changed or not self.have_plan):
             # Written before the plans, so a restart always finds the plans it must diff against.
             await self.store.set_meta(f"devices:{self.account}", json.dumps(self.device_ids))

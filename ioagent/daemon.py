@@ -27,7 +27,12 @@ from ioagent.bridge import IncomingMessage, MqttBridge
 from ioagent.command_runner import CommandRunner
 from ioagent.commands import Command, CommandRejection, parse_command
 from ioagent.config import ConfigError, Settings, load_settings
-from ioagent.homeassistant import discovery_messages, ha_status_topic
+from ioagent.homeassistant import (
+    component_removal,
+    discovery_messages,
+    discovery_topic,
+    ha_status_topic,
+)
 from ioagent.kraken.client import KrakenClient
 from ioagent.kraken.errors import AuthFailed, KrakenError
 from ioagent.logs import configure_logging, get_logger, register_secret
@@ -292,36 +297,55 @@ class Daemon:
         if self.settings.homeassistant.enabled:
             await self._publish_discovery()
 
+    async def _announced_discovery(self) -> dict[str, str]:
+        """Discovery topic -> the payload last published there (kept across restarts)."""
+        stored = json.loads(await self.store.get_meta(HA_TOPICS_META) or "{}")
+        if isinstance(stored, list):  # 0.1.0 development builds kept only the topics
+            return dict.fromkeys(stored, "{}")
+        return {str(topic): str(payload) for topic, payload in stored.items()}
+
     async def _publish_discovery(self) -> None:
         ha = self.settings.homeassistant
         if not ha.enabled:
             return
-        messages = discovery_messages(
-            self.topics,
-            account=self.agent.account,
-            devices=self.agent.devices,
-            settings=ha,
-            sw_version=__version__,
-            read_only=self.settings.mqtt.read_only,
-        )
-        previous = json.loads(await self.store.get_meta(HA_TOPICS_META) or "[]")
-        for topic in previous:
-            if topic not in messages:
-                await self.bridge.publish(topic, "", retain=True)
+        previous = await self._announced_discovery()
+        if not self.agent.devices_listed and previous:
+            # Devices are unknown until the first poll: re-announce what HA already has rather
+            # than a payload without the car, which would make HA drop its entities.
+            messages = previous
+        else:
+            current = discovery_messages(
+                self.topics,
+                account=self.agent.account,
+                devices=self.agent.devices,
+                settings=ha,
+                sw_version=__version__,
+                read_only=self.settings.mqtt.read_only,
+            )
+            # Entities that went away (a car removed from the account) are sent as
+            # platform-only stubs, HA's way to delete one entity of a device.
+            messages = component_removal(previous, current)
         for topic, payload in messages.items():
             await self.bridge.publish(topic, payload, retain=True)
-        await self.store.set_meta(HA_TOPICS_META, json.dumps(sorted(messages)))
+        await self.store.set_meta(
+            HA_TOPICS_META, json.dumps({t: p for t, p in messages.items() if p}, sort_keys=True)
+        )
 
     async def _remove_stale_discovery(self) -> None:
-        """Discovery turned off: clear what an earlier run announced, so HA drops the device."""
-        if self.settings.homeassistant.enabled:
+        """Discovery turned off: clear what an earlier run announced, so HA drops the device.
+
+        The current account's topic is cleared even when nothing was stored (a new or lost
+        database), because the broker may still hold it from an earlier run.
+        """
+        ha = self.settings.homeassistant
+        if ha.enabled:
             return
-        previous = json.loads(await self.store.get_meta(HA_TOPICS_META) or "[]")
-        for topic in previous:
+        topics = set(await self._announced_discovery())
+        topics.add(discovery_topic(ha.prefix, self.agent.account))
+        for topic in sorted(topics):
             await self.bridge.publish(topic, "", retain=True)
-        if previous:
-            log.info("homeassistant_discovery_removed", topics=len(previous))
-            await self.store.set_meta(HA_TOPICS_META, "[]")
+        log.info("homeassistant_discovery_removed", topics=len(topics))
+        await self.store.set_meta(HA_TOPICS_META, "{}")
 
     async def _after_poll(self, outcome: PollOutcome) -> None:
         self.plan_changed.set()

@@ -128,3 +128,66 @@ async def test_turning_discovery_off_removes_the_device(
     async with watching(broker, "homeassistant/#") as late:
         await asyncio.sleep(0.5)
         assert late.last(DISCOVERY) is None, "no retained discovery is left on the broker"
+
+
+def car_components(payload: str) -> dict[str, Any]:
+    components: dict[str, Any] = json.loads(payload)["components"]
+    return {key: components[key] for key in CAR_COMPONENTS if key in components}
+
+
+CAR_COMPONENTS = ("device_state", "target_soc", "ready_by", "smart_control", "boost")
+
+
+async def test_the_car_appears_in_ha_when_the_api_answers_after_the_broker(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    # A real login takes longer than connecting to a local broker: discovery goes out first.
+    simulator.state.add_fault("timeout", count=3, include_auth=True, delay=1.5)
+    async with running_daemon(broker, simulator, tmp_path) as d:
+        config = await discovery(d)
+        assert set(car_components(json.dumps(config))) == set(CAR_COMPONENTS)
+
+
+async def test_a_restart_with_the_api_down_keeps_the_cars_entities(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    async with running_daemon(broker, simulator, tmp_path) as d:
+        await discovery(d)
+    simulator.state.add_fault("http_500", count=1000, include_auth=True)
+    async with running_daemon(broker, simulator, tmp_path) as d2:
+        announced = await d2.watcher.wait_for(DISCOVERY, timeout=10)
+        await asyncio.sleep(1.0)
+        payloads = [announced.payload, *d2.watcher.values(DISCOVERY)]
+    for payload in payloads:
+        components = car_components(payload)
+        assert set(components) == set(CAR_COMPONENTS), "HA must not lose the car's entities"
+        assert all(len(config) > 1 for config in components.values()), "no removal stub"
+
+
+async def test_a_car_that_leaves_the_account_is_removed_from_ha(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    async with running_daemon(broker, simulator, tmp_path) as d:
+        await discovery(d)
+        del simulator.state.devices[DEFAULT_EV_ID]
+        await d.watcher.publish(d.topics.refresh, "")
+        removed = await d.watcher.wait_for(
+            DISCOVERY, lambda p: car_components(p).get("target_soc") == {"platform": "number"}
+        )
+        stubs = car_components(removed.payload)
+        assert set(stubs) == set(CAR_COMPONENTS)
+        assert all(list(config) == ["platform"] for config in stubs.values())
+        assert "offpeak" in json.loads(removed.payload)["components"], "the account stays"
+
+
+async def test_turning_discovery_off_clears_it_even_with_a_new_database(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    async with running_daemon(broker, simulator, tmp_path / "first") as d:
+        await discovery(d)
+    disabled = {"enabled": False}
+    async with running_daemon(broker, simulator, tmp_path / "fresh", homeassistant=disabled) as d2:
+        await d2.watcher.wait_for(DISCOVERY, lambda p: p == "", timeout=10)
+    async with watching(broker, "homeassistant/#") as late:
+        await asyncio.sleep(0.5)
+        assert late.last(DISCOVERY) is None, "no retained discovery is left on the broker"
