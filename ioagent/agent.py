@@ -44,6 +44,8 @@ ACTIVE_STATES = frozenset({"SMART_CONTROL_IN_PROGRESS", "BOOSTING"})
 KEEP_FINISHED = DEFAULT_KEEP  # the cap needs the earlier slots of the tariff day
 TRANSITIONS_HORIZON = timedelta(hours=24)
 SOON = timedelta(hours=1)
+COMPLETED_WINDOW = timedelta(hours=12)
+"""About what ``completedDispatches`` returns, and so what ``dispatches/completed`` lists."""
 
 log = get_logger("ioagent.agent")
 
@@ -300,6 +302,11 @@ class AccountAgent:
             if plan is not None:
                 self.plans[device_id] = tuple(plan)
                 self.have_plan = True
+        # The first publish after a restart must not replace the completed list with "[]".
+        now = self.clock()
+        self.completed = await self.store.completed_between(
+            self.account, now - COMPLETED_WINDOW, now
+        )
         await self.publish_api()
         return restored
 

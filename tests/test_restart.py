@@ -27,6 +27,8 @@ def add_slots(simulator: RunningSimulator) -> list[datetime]:
 async def first_run(broker: Broker, simulator: RunningSimulator, data: Path) -> list[str]:
     async with running_daemon(broker, simulator, data) as d:
         await d.watcher.wait_for(d.topics.planned, lambda p: len(json.loads(p)) == 2)
+        completed = len(simulator.state.completed)
+        await d.watcher.wait_for(d.topics.completed, lambda p: len(json.loads(p)) == completed)
         await d.watcher.wait_for(d.topics.target_soc)
         assert len(d.watcher.values(d.topics.events)) == 2
         return d.watcher.values(d.topics.planned)
@@ -71,7 +73,13 @@ async def test_retained_state_comes_back_from_the_store_before_any_api_call(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
     add_slots(simulator)
+    finished = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    simulator.state.add_completed(
+        "A-SIM00001", finished, finished + timedelta(minutes=30), 3.5, "smart-charge", "AT_HOME"
+    )
     planned_before = (await first_run(broker, simulator, tmp_path))[-1]
+    first_run_ended = datetime.now(UTC)
+    await asyncio.sleep(2.0)  # so the data's age after the restart is measurably not zero
     broker.restart()  # the broker forgets everything: what comes back must come from the store
     simulator.state.add_fault("http_500", 1000, include_auth=True)
     simulator.state.reset_calls()
@@ -95,9 +103,13 @@ async def test_retained_state_comes_back_from_the_store_before_any_api_call(
             )
             health = json.loads(api.payload)
             assert health["last_success"] is not None, "the age of the data is shown"
-            assert health["stale_seconds"] >= 0
+            age = (datetime.now(UTC) - first_run_ended).total_seconds()
+            assert health["stale_seconds"] >= int(age) - 1 >= 1, "age counts from the last poll"
+            await asyncio.sleep(1.0)  # the boundary task's first publish has run by now
             # Octopus is down: every call it got failed, and nothing was lost from the topics.
             assert watcher.last("ioagent/A-SIM00001/dispatches/planned") == planned_before
+            completed = json.loads(watcher.last("ioagent/A-SIM00001/dispatches/completed") or "[]")
+            assert [c["start"] for c in completed] == [iso_z(finished)]
         finally:
             daemon.request_stop()
             await asyncio.wait_for(task, timeout=15)
