@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, get_args
 
 from ioagent.async_store import AsyncStore
 from ioagent.config import TariffSettings
@@ -39,6 +39,7 @@ from ioagent.timeutil import Clock, iso_z, parse_iso
 from ioagent.topics import Topics
 
 ApiState = Literal["ok", "degraded", "rate_limited", "auth_failed", "api_changed"]
+API_STATES: tuple[ApiState, ...] = get_args(ApiState)
 
 ACTIVE_STATES = frozenset({"SMART_CONTROL_IN_PROGRESS", "BOOSTING"})
 KEEP_FINISHED = DEFAULT_KEEP  # the cap needs the earlier slots of the tariff day
@@ -74,6 +75,21 @@ class ApiHealth:
     last_success: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, payload: str) -> ApiHealth:
+        """The health a previous run published; anything unreadable gives a blank one."""
+        try:
+            data = json.loads(payload)
+            state = data.get("state")
+            health = cls(state=state if state in API_STATES else "degraded")
+            health.last_error = data.get("last_error")
+            for name in ("last_success", "last_error_at"):
+                if data.get(name):
+                    setattr(health, name, parse_iso(data[name]))
+        except (ValueError, TypeError, AttributeError):
+            return cls()
+        return health
 
     def as_json(self, now: datetime, storage_error: str | None = None) -> str:
         stale = None
@@ -288,7 +304,10 @@ class AccountAgent:
         prefix = self.topics.root + "/"
         restored = 0
         for topic, (payload, _at) in sorted(retained.items()):
-            if not topic.startswith(prefix) or topic == self.topics.api:
+            if topic == self.topics.api:
+                self.health = ApiHealth.from_json(payload)
+                continue
+            if not topic.startswith(prefix):
                 continue
             await self.publisher.publish(topic, payload, retain=True)
             self._published[topic] = payload
@@ -307,7 +326,10 @@ class AccountAgent:
         self.completed = await self.store.completed_between(
             self.account, now - COMPLETED_WINDOW, now
         )
-        await self.publish_api()
+        if restored or self.health.last_success is not None:
+            # The last known API state and the data's age; a new install says nothing until its
+            # first poll rather than claim "ok" for an API it has not reached yet.
+            await self.publish_api()
         return restored
 
     # ----- polling -----

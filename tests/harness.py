@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ioagent.config import Settings
 from ioagent.daemon import Daemon
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY
+from ioagent.timeutil import parse_iso
 from ioagent.topics import Topics
 from tests.broker import Broker
 
@@ -209,16 +211,31 @@ async def watching(broker: Broker, *patterns: str) -> AsyncIterator[Watcher]:
 
 @contextlib.asynccontextmanager
 async def running_daemon(
-    broker: Broker, sim: RunningSimulator, data: Path, **sections: dict[str, Any]
+    broker: Broker,
+    sim: RunningSimulator,
+    data: Path,
+    *,
+    wait_for_poll: bool = True,
+    **sections: dict[str, Any],
 ) -> AsyncIterator[RunningDaemon]:
+    """A daemon connected to ``broker``; with ``wait_for_poll``, also after its first good poll."""
     settings = daemon_settings(broker, sim, data, **sections)
     topics = Topics(settings.mqtt.base_topic, DEFAULT_ACCOUNT)
+    started = datetime.now(UTC).replace(microsecond=0)
+
+    def polled_in_this_run(payload: str) -> bool:
+        health = json.loads(payload)
+        success = health.get("last_success")
+        return health["state"] == "ok" and bool(success) and parse_iso(success) >= started
+
     async with watching(broker) as watcher:
         daemon = Daemon(settings)
         task = asyncio.create_task(daemon.run(), name="daemon-under-test")
         handle = RunningDaemon(daemon, settings, topics, watcher, task)
         try:
-            await watcher.wait_for(topics.api, lambda p: json.loads(p)["state"] == "ok", timeout=15)
+            if wait_for_poll:
+                # Up to 25 s: a first poll that falls in the quiet seconds around :00/:30 waits.
+                await watcher.wait_for(topics.api, polled_in_this_run, timeout=40)
             await wait_connected(daemon)
             yield handle
         finally:

@@ -154,7 +154,7 @@ async def test_a_restart_with_the_api_down_keeps_the_cars_entities(
     async with running_daemon(broker, simulator, tmp_path) as d:
         await discovery(d)
     simulator.state.add_fault("http_500", count=1000, include_auth=True)
-    async with running_daemon(broker, simulator, tmp_path) as d2:
+    async with running_daemon(broker, simulator, tmp_path, wait_for_poll=False) as d2:
         announced = await d2.watcher.wait_for(DISCOVERY, timeout=10)
         await asyncio.sleep(1.0)
         payloads = [announced.payload, *d2.watcher.values(DISCOVERY)]

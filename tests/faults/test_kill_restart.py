@@ -164,9 +164,14 @@ async def test_sigkill_mid_run_then_restart_and_sigterm(
     client = f"ioagent-{DEFAULT_ACCOUNT}"
     # The kill: the broker saw the socket drop and sent the will. The stop: a clean DISCONNECT,
     # which discards the will, so the offline above was the daemon's own.
-    assert (
-        f"Client {client} closed its connection" in log or f"Socket error on client {client}" in log
-    ), log
+    # Mosquitto words a dropped socket by what its last read saw; killed mid-packet, 2.0.11 even
+    # says "disconnected due to out of memory". Any of them is an unclean drop.
+    unclean = (
+        f"Client {client} closed its connection",
+        f"Socket error on client {client}",
+        f"Client {client} disconnected due to",
+    )
+    assert any(line in log for line in unclean), log
     assert f"Client {client} disconnected." in log, log
     text = output.read_text()
     assert "Traceback" not in text
