@@ -22,6 +22,7 @@ as one clear line and retried with capped exponential backoff plus jitter.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import random
@@ -53,6 +54,8 @@ BACKOFF_MAX = 60.0
 """Each delay is shortened by up to this fraction, so restarts of many clients spread out."""
 PUBLISH_TIMEOUT = 5.0
 INBOX_LIMIT = 1000
+REPLY_BACKLOG = 100
+"""Command replies kept while the broker is away, sent on reconnect (oldest dropped first)."""
 """Messages waiting for the handler; beyond this a flood is dropped rather than eating memory."""
 SHUTDOWN_TIMEOUT = 5.0
 
@@ -176,6 +179,16 @@ def _incoming(message: aiomqtt.Message, received_at: datetime) -> IncomingMessag
     )
 
 
+@dataclass
+class _Reply:
+    topic: str
+    payload: str
+    response_topic: str | None
+    correlation_data: bytes | None
+    sent_to_topic: bool = False
+    """Sent on the reply topic already; only the MQTT v5 response topic is still owed."""
+
+
 class MqttBridge:
     """The daemon's one connection to its broker; satisfies :class:`ioagent.publisher.Publisher`.
 
@@ -212,6 +225,7 @@ class MqttBridge:
         # Topics cleared while offline: the broker still holds their old value.
         self._pending_clears: set[str] = set()
         self._client: aiomqtt.Client | None = None
+        self._unsent_replies: collections.deque[_Reply] = collections.deque(maxlen=REPLY_BACKLOG)
         self._inbox: asyncio.Queue[IncomingMessage] = asyncio.Queue(maxsize=INBOX_LIMIT)
         self._dispatch_gate = asyncio.Event()
         self._stop = asyncio.Event()
@@ -270,19 +284,35 @@ class MqttBridge:
     ) -> None:
         """Publish a command reply on ``topic`` and, for MQTT v5 requesters, on their
         response topic with their correlation data."""
-        await self.publish(topic, payload)
-        if not response_topic:
-            return
+        pending = _Reply(topic, payload, response_topic, correlation_data)
         client = self._client
-        if client is None:
-            log.debug("mqtt reply dropped while disconnected", topic=response_topic)
-            return
+        if client is None or not await self._send_reply(client, pending):
+            # The command may already have changed the car: its sender must still hear so.
+            if len(self._unsent_replies) == self._unsent_replies.maxlen:
+                log.warning("too many undelivered replies; dropped the oldest")
+            self._unsent_replies.append(pending)
+
+    async def _send_reply(self, client: aiomqtt.Client, reply: _Reply) -> bool:
+        if not reply.sent_to_topic:
+            if not await self._send(client, reply.topic, reply.payload, retain=False):
+                return False
+            reply.sent_to_topic = True
+        if not reply.response_topic:
+            return True
         properties: Properties | None = None
-        if correlation_data is not None:
+        if reply.correlation_data is not None:
             # paho's Properties.__init__ is unannotated.
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.CorrelationData = correlation_data
-        await self._send(client, response_topic, payload, retain=False, properties=properties)
+            properties.CorrelationData = reply.correlation_data
+        return await self._send(
+            client, reply.response_topic, reply.payload, retain=False, properties=properties
+        )
+
+    async def _send_unsent_replies(self, client: aiomqtt.Client) -> None:
+        while self._unsent_replies:
+            if not await self._send_reply(client, self._unsent_replies[0]):
+                return
+            self._unsent_replies.popleft()
 
     async def _send(
         self,
@@ -293,6 +323,7 @@ class MqttBridge:
         retain: bool,
         properties: Properties | None = None,
     ) -> bool:
+        """False only when the connection failed, so the message is worth sending again."""
         try:
             await client.publish(
                 topic,
@@ -302,10 +333,12 @@ class MqttBridge:
                 properties=properties,
                 timeout=PUBLISH_TIMEOUT,
             )
-        except (aiomqtt.MqttError, ValueError) as exc:
-            # ValueError: paho refuses topics with wildcards or oversize payloads.
+        except aiomqtt.MqttError as exc:
             log.warning("mqtt publish failed", topic=topic, error=redact(str(exc)))
             return False
+        except ValueError as exc:
+            # paho refuses topics with wildcards and oversize payloads: retrying cannot help.
+            log.warning("mqtt publish refused", topic=topic, error=redact(str(exc)))
         return True
 
     # --- connection lifecycle -------------------------------------------------------------
@@ -383,6 +416,7 @@ class MqttBridge:
                 await self._replay(client)
                 for topic in self._subscriptions:
                     await self._subscribe(client, topic)
+                await self._send_unsent_replies(client)
                 reader = asyncio.create_task(self._read(client), name="mqtt-read")
                 self.connected_event.set()
                 log.info(

@@ -455,7 +455,7 @@ async def test_reply_to_a_wildcard_response_topic_does_not_break_the_bridge(
             assert bridge.connected
             await bridge.publish("t/after", "ok", retain=True)
             assert await retained_value(broker, "t/after") == b"ok"
-    assert any(e["event"] == "mqtt publish failed" and e["topic"] == "bad/#" for e in logs)
+    assert any(e["event"] == "mqtt publish refused" and e["topic"] == "bad/#" for e in logs)
 
 
 def write_password_file(path: Path, user: str, password: str) -> None:
@@ -584,3 +584,44 @@ async def test_tls_failures_are_reported(
     failure = next(e["event"] for e in logs if e.get("retry_in"))
     assert failure.startswith(f"TLS with the MQTT broker at {broker.host}:{broker.port} failed")
     assert reason in failure
+
+
+async def test_a_reply_made_while_the_broker_is_away_is_sent_on_reconnect(broker: Broker) -> None:
+    # Backoff longer than the test subscriber needs to reconnect, so it is listening in time.
+    bridge = make_bridge(broker, client_id="ioagent-replies", backoff_initial=2.0)
+    async with running(bridge):
+        await asyncio.to_thread(broker.stop)
+        await eventually(lambda: not bridge.connected)
+        # A command ran while the broker was down: its reply must not be lost.
+        await bridge.reply(
+            "t/response",
+            '{"command":"boost","status":"ok","transaction":"during-outage"}',
+            response_topic="requester/inbox",
+            correlation_data=b"req-7",
+        )
+        await asyncio.to_thread(broker.start)
+        async with aiomqtt.Client(
+            broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5
+        ) as user:
+            await user.subscribe("t/response", qos=1)
+            await user.subscribe("requester/inbox", qos=1)
+            assert not bridge.connected, "the bridge must reconnect after the subscriber"
+            received: list[aiomqtt.Message] = []
+
+            async def collect() -> None:
+                async for message in user.messages:
+                    received.append(message)
+
+            reader = asyncio.create_task(collect())
+            await eventually(lambda: len(received) >= 2, within=10)
+            await asyncio.sleep(0.5)  # a duplicate would arrive by now
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+    assert sorted(m.topic.value for m in received) == ["requester/inbox", "t/response"]
+    expected = b'{"command":"boost","status":"ok","transaction":"during-outage"}'
+    assert all(m.payload == expected for m in received)
+    replies = {m.topic.value: m for m in received}
+    inbox_properties = replies["requester/inbox"].properties
+    assert inbox_properties is not None
+    assert inbox_properties.CorrelationData == b"req-7"  # type: ignore[attr-defined]
