@@ -189,7 +189,7 @@ async def test_unchanged_plan_makes_no_writes(
     await eventually(lambda: gx.slot(3)["Day"] == 3)
     await harness.synced()
     written = list(gx.writes)
-    # Only the four fields that differed from the factory slot, and a disabled slot 4 untouched.
+    # Only the three fields that differed from the factory slot, and a disabled slot 4 untouched.
     assert sorted(path for path, _ in written) == sorted(
         slot_path(3, name) for name in ("Day", "Start", "Duration")
     )
