@@ -19,8 +19,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from aiomqtt import Client, TLSParameters
+from aiomqtt import Client, MqttError, TLSParameters
 
+from ioagent.bridge import describe_connection_error
 from ioagent.config import VictronSettings
 from ioagent.logs import get_logger, redact, register_secret
 from ioagent.timeutil import Clock, iso_z, utc_now
@@ -225,20 +226,38 @@ class VictronConnector:
         """Connect, sync and reconnect for ever; only cancellation ends it."""
         attempt = 0
         while True:
+            error: str | None = None
             try:
                 await self._connect_and_serve()
             except Exception as exc:  # a broken GX link must never end the daemon
-                self._error = f"GX connection lost or refused: {_describe_error(exc)}"
-                log.warning("victron.disconnected", host=self._settings.host, error=self._error)
+                error = self._describe_failure(exc)
             if self._connected:
                 attempt = 0
             self._connected = False
-            await self._report()
             delay = reconnect_delay(attempt, self._reconnect_initial, self._reconnect_max)
             attempt += 1
+            if error is not None:
+                self._error = error
+                log.warning(
+                    "victron.disconnected",
+                    host=self._settings.host,
+                    error=error,
+                    attempt=attempt,
+                    retry_in=round(delay, 2),
+                )
+            await self._report()
             await asyncio.sleep(delay)
 
     # --- connection -----------------------------------------------------------------------
+
+    def _describe_failure(self, exc: BaseException) -> str:
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]
+        if isinstance(exc, MqttError | OSError):
+            # The bridge's words name the likely cause (a wrong password, TLS, an unreachable host).
+            reason = describe_connection_error(exc, self._settings.host, self._settings.port)
+            return redact(f"GX connection lost or refused: {reason}")
+        return f"GX connection lost or refused: {_describe_error(exc)}"
 
     def _new_client(self) -> Client:
         settings = self._settings

@@ -67,6 +67,8 @@ class GxPeer:
     keepalives: list[bytes] = field(default_factory=list)
     reject_writes: set[str] = field(default_factory=set)
     """Paths whose writes silently fail, as a real GX does when a write is refused."""
+    client_options: dict[str, Any] = field(default_factory=dict)
+    """Extra ``aiomqtt.Client`` options (login, TLS) for a broker that asks for them."""
     _task: asyncio.Task[None] | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _keepalive_until: float = 0.0
@@ -107,6 +109,7 @@ class GxPeer:
                     self.port,
                     identifier=f"gx-{self.portal_id}",
                     protocol=ProtocolVersion.V5,
+                    **self.client_options,
                 ) as client:
                     await self._serve(client)
             except MqttError:

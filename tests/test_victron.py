@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiomqtt import TLSParameters
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
@@ -21,6 +24,7 @@ from ioagent.victron import (
     reconnect_delay,
 )
 from tests.broker import Broker
+from tests.faults.conftest import make_certificates, run_as_root_option
 from tests.gx_peer import FACTORY_SLOT, PORTAL_ID, USER_SLOTS, GxPeer, slot_path
 
 
@@ -82,7 +86,7 @@ async def harness_factory(
 ) -> AsyncIterator[Callable[..., Harness]]:
     tasks: list[asyncio.Task[None]] = []
 
-    def start(now: datetime, **overrides: Any) -> Harness:
+    def start(now: datetime, *, target: Broker | None = None, **overrides: Any) -> Harness:
         statuses: list[dict[str, Any]] = []
 
         async def publish(status: dict[str, Any]) -> None:
@@ -91,7 +95,7 @@ async def harness_factory(
 
         clock = FakeClock(now)
         connector = VictronConnector(
-            make_settings(broker, **overrides),
+            make_settings(target or broker, **overrides),
             publish_status=publish,
             clock=clock,
             keepalive_interval=0.2,
@@ -299,21 +303,117 @@ async def test_unconfirmed_write_is_retried_then_reported(
     assert gx.slot(3)["Day"] == -7
 
 
-async def test_password_never_logged_or_published(
-    gx: GxPeer, harness_factory: Callable[..., Harness]
+GX_PEER_USER = "gx"
+GX_PEER_PASSWORD = "gx-peer-pass-5c1d"
+CONNECTOR_USER = "ioagent"
+CONNECTOR_PASSWORD = "gx-secret-pass-829"
+LOGIN_REFUSED = (
+    "GX connection lost or refused: MQTT broker refused the login: not authorised "
+    "(check the user name and password)"
+)
+
+
+@dataclass
+class LockedBroker:
+    """A Mosquitto that admits only the fake GX and ioagent, each with its own password."""
+
+    broker: Broker
+    ca_file: Path | None
+
+    def peer(self) -> GxPeer:
+        options: dict[str, Any] = {"username": GX_PEER_USER, "password": GX_PEER_PASSWORD}
+        if self.ca_file is not None:
+            options["tls_params"] = TLSParameters(ca_certs=str(self.ca_file))
+        return GxPeer(self.broker.host, self.broker.port, client_options=options)
+
+    def login(self, password: str) -> dict[str, Any]:
+        """Connector settings that log in as ioagent with ``password``."""
+        overrides: dict[str, Any] = {"username": CONNECTOR_USER, "password": SecretStr(password)}
+        if self.ca_file is not None:
+            overrides["tls"] = {"enabled": True, "ca_file": self.ca_file}
+        return overrides
+
+
+@pytest.fixture
+def locked_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LockedBroker]:
+    """Password-only by default; ``indirect`` parameter "tls" serves TLS only as well."""
+    workdir = tmp_path / "locked"
+    workdir.mkdir()
+    listener: list[str] = []
+    ca_file = None
+    if getattr(request, "param", "password") == "tls":
+        ca_file, cert, key = make_certificates(workdir / "certs")
+        listener = [f"cafile {ca_file}", f"certfile {cert}", f"keyfile {key}"]
+    passwords = workdir / "passwords"
+    for user, password in ((GX_PEER_USER, GX_PEER_PASSWORD), (CONNECTOR_USER, CONNECTOR_PASSWORD)):
+        create = [] if passwords.exists() else ["-c"]
+        subprocess.run(
+            ["mosquitto_passwd", "-b", *create, str(passwords), user, password],
+            check=True,
+            capture_output=True,
+        )
+    passwords.chmod(0o600)
+    broker = Broker(
+        workdir=workdir / "mosquitto",
+        listener_options=listener,
+        extra_config=[
+            "allow_anonymous false",
+            f"password_file {passwords}",
+            *run_as_root_option(),
+        ],
+    )
+    broker.start()
+    try:
+        yield LockedBroker(broker, ca_file)
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize("locked_broker", ["password", "tls"], indirect=True)
+async def test_logs_in_to_a_locked_gx_broker_and_never_shows_the_password(
+    locked_broker: LockedBroker, harness_factory: Callable[..., Harness]
 ) -> None:
-    password = "gx-secret-pass-829"
+    gx = locked_broker.peer()
+    await gx.start()
+    now = utc(2025, 1, 15, 12)
+    try:
+        with capture_logs() as logs:
+            harness = harness_factory(
+                now, target=locked_broker.broker, **locked_broker.login(CONNECTOR_PASSWORD)
+            )
+            await harness.connector.update_windows(
+                [(utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 5, 30))], now
+            )
+            await eventually(lambda: gx.slot(3)["Day"] == 3)
+    finally:
+        await gx.stop()
+    assert f"u'{CONNECTOR_USER}'" in locked_broker.broker.log(), "logged in as ioagent"
+    assert logs, "the connector logs its progress"
+    assert CONNECTOR_PASSWORD not in repr(logs)
+    assert CONNECTOR_PASSWORD not in json.dumps(harness.statuses)
+    assert CONNECTOR_PASSWORD not in repr(VictronSettings(password=SecretStr(CONNECTOR_PASSWORD)))
+
+
+async def test_a_refused_gx_login_is_reported_and_retried_with_backoff(
+    locked_broker: LockedBroker, harness_factory: Callable[..., Harness]
+) -> None:
+    wrong = "gx-WRONG-pass-7e2a"
     now = utc(2025, 1, 15, 12)
     with capture_logs() as logs:
-        harness = harness_factory(now, username="ioagent", password=SecretStr(password))
-        await harness.connector.update_windows(
-            [(utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 5, 30))], now
-        )
-        await eventually(lambda: gx.slot(3)["Day"] == 3)
-    assert logs, "the connector logs its progress"
-    assert password not in repr(logs)
-    assert password not in json.dumps(harness.statuses)
-    assert password not in repr(VictronSettings(password=SecretStr(password)))
+        harness = harness_factory(now, target=locked_broker.broker, **locked_broker.login(wrong))
+
+        def refusals() -> list[dict[str, Any]]:
+            return [e for e in logs if e["event"] == "victron.disconnected"]
+
+        await eventually(lambda: len(refusals()) >= 4)
+        await eventually(lambda: harness.status.get("error") == LOGIN_REFUSED)
+    assert harness.status["connected"] is False
+    seen = refusals()
+    assert all(e["error"] == LOGIN_REFUSED for e in seen)
+    # Backoff that keeps growing towards its cap rather than a tight retry loop.
+    assert [e["attempt"] for e in seen[:4]] == [1, 2, 3, 4]
+    assert all(0.05 <= e["retry_in"] <= 0.3 for e in seen), [e["retry_in"] for e in seen]
+    assert wrong not in repr(logs) and wrong not in json.dumps(harness.statuses)
 
 
 @pytest.mark.parametrize(
