@@ -86,7 +86,13 @@ async def harness_factory(
 ) -> AsyncIterator[Callable[..., Harness]]:
     tasks: list[asyncio.Task[None]] = []
 
-    def start(now: datetime, *, target: Broker | None = None, **overrides: Any) -> Harness:
+    def start(
+        now: datetime,
+        *,
+        target: Broker | None = None,
+        tuning: dict[str, Any] | None = None,
+        **overrides: Any,
+    ) -> Harness:
         statuses: list[dict[str, Any]] = []
 
         async def publish(status: dict[str, Any]) -> None:
@@ -98,12 +104,17 @@ async def harness_factory(
             make_settings(target or broker, **overrides),
             publish_status=publish,
             clock=clock,
-            keepalive_interval=0.2,
-            reevaluate_interval=0.3,
-            read_timeout=2.0,
-            confirm_timeout=0.5,
-            reconnect_initial=0.1,
-            reconnect_max=0.3,
+            **{
+                "keepalive_interval": 0.2,
+                # Five missed heartbeats of the peer: long enough not to trip on a busy machine.
+                "silence_timeout": 1.0,
+                "reevaluate_interval": 0.3,
+                "read_timeout": 2.0,
+                "confirm_timeout": 0.5,
+                "reconnect_initial": 0.1,
+                "reconnect_max": 0.3,
+                **(tuning or {}),
+            },
         )
         tasks.append(asyncio.create_task(connector.run()))
         return Harness(connector, clock, statuses)
@@ -259,6 +270,92 @@ async def test_reconnects_and_resyncs_after_gx_and_broker_go_offline(
     assert gx.slot(3)["Day"] == 3
     assert gx.retained_writes == []
     assert user_slots_untouched(gx)
+
+
+SILENT = (
+    f"connected to the GX broker, but the GX (portal {PORTAL_ID}) has sent nothing, not even "
+    "a heartbeat, for 1 s: asking it to send everything again"
+)
+OVERNIGHT = (utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 5, 30))
+NEXT_MORNING = (utc(2025, 1, 16, 11), utc(2025, 1, 16, 12))
+SLOT_4_NEXT_MORNING = {"Day": 4, "Start": 11 * 3600, "Duration": 3600, "Soc": 100}
+
+
+async def test_a_silent_gx_is_reported_revived_and_resynced(
+    gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    now = utc(2025, 1, 15, 12)
+    harness = harness_factory(now)
+    await harness.connector.update_windows([OVERNIGHT], now)
+    await eventually(lambda: gx.slot(3)["Day"] == 3)
+    assert harness.status["gx_silent"] is False
+
+    gx.stall()
+    keepalives = len(gx.keepalives)
+    await eventually(lambda: harness.status["gx_silent"] is True)
+    assert harness.status["connected"] is True, "the broker still answers"
+    assert harness.status["error"] == SILENT
+    # The plan changes while the GX is silent: nothing is written blind.
+    writes = len(gx.writes)
+    await harness.connector.update_windows([OVERNIGHT, NEXT_MORNING], now)
+    await eventually(lambda: b"" in gx.keepalives[keepalives:])
+    assert gx.writes[writes:] == []
+
+    gx.resume(restarted=True)
+    await eventually(lambda: gx.slot(4) == {**SLOT_4_NEXT_MORNING, "AllowDischarge": 0})
+    await eventually(lambda: harness.status["gx_silent"] is False)
+    await eventually(lambda: harness.status["error"] is None)
+    assert gx.slot(3)["Day"] == 3
+    assert user_slots_untouched(gx)
+
+
+async def test_a_gx_silent_for_long_is_reconnected(
+    gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    now = utc(2025, 1, 15, 12)
+    harness = harness_factory(now, tuning={"silent_rounds_before_reconnect": 2})
+    await harness.connector.update_windows([OVERNIGHT], now)
+    await eventually(lambda: gx.slot(3)["Day"] == 3)
+
+    with capture_logs() as logs:
+        gx.stall()
+
+        def events(name: str) -> list[dict[str, Any]]:
+            return [e for e in logs if e["event"] == name]
+
+        await eventually(lambda: bool(events("victron.connected")))
+    assert [e["error"] for e in events("victron.disconnected")] == [
+        f"the GX (portal {PORTAL_ID}) sent nothing for 2 s despite fresh keepalives: reconnecting"
+    ]
+    await eventually(lambda: harness.status["connected"] is True)
+    assert harness.status["gx_silent"] is True, "still silent on the new connection"
+
+    await harness.connector.update_windows([OVERNIGHT, NEXT_MORNING], now)
+    gx.resume(restarted=True)
+    await eventually(lambda: gx.slot(4) == {**SLOT_4_NEXT_MORNING, "AllowDischarge": 0})
+    await eventually(lambda: harness.status["gx_silent"] is False)
+
+
+async def test_a_replaced_gx_is_found_by_its_new_portal_id(
+    broker: Broker, gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    now = utc(2025, 1, 15, 12)
+    harness = harness_factory(now)
+    await harness.connector.update_windows([OVERNIGHT], now)
+    await eventually(lambda: gx.slot(3)["Day"] == 3)
+
+    # A new GX in its place: its own broker (nothing retained) and another portal id.
+    await gx.stop()
+    broker.restart()
+    replacement = GxPeer(broker.host, broker.port, portal_id="c0619ab2ffff")
+    await replacement.start()
+    try:
+        await eventually(lambda: replacement.slot(3)["Day"] == 3)
+        await eventually(lambda: harness.status["portal_id"] == "c0619ab2ffff")
+        await eventually(lambda: harness.status["error"] is None)
+        assert replacement.retained_writes == []
+    finally:
+        await replacement.stop()
 
 
 async def test_dry_run_logs_but_never_writes(
