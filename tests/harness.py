@@ -19,6 +19,7 @@ from ioagent.config import Settings
 from ioagent.daemon import Daemon
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY
+from ioagent.timeutil import Clock, utc_now
 from ioagent.topics import Topics
 from tests.broker import Broker
 
@@ -209,12 +210,19 @@ async def watching(broker: Broker, *patterns: str) -> AsyncIterator[Watcher]:
 
 @contextlib.asynccontextmanager
 async def running_daemon(
-    broker: Broker, sim: RunningSimulator, data: Path, **sections: dict[str, Any]
+    broker: Broker,
+    sim: RunningSimulator,
+    data: Path,
+    *,
+    clock: Clock = utc_now,
+    **sections: dict[str, Any],
 ) -> AsyncIterator[RunningDaemon]:
+    """``clock``: the daemon's clock; shift the simulator's by the same offset (see
+    ``SimulatorState.set_time_offset``) so that both agree on the time."""
     settings = daemon_settings(broker, sim, data, **sections)
     topics = Topics(settings.mqtt.base_topic, DEFAULT_ACCOUNT)
     async with watching(broker) as watcher:
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, clock=clock)
         task = asyncio.create_task(daemon.run(), name="daemon-under-test")
         handle = RunningDaemon(daemon, settings, topics, watcher, task)
         try:
