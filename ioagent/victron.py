@@ -4,6 +4,8 @@ It has its own MQTT connection to the GX (a fresh aiomqtt client per attempt), k
 N/ notifications flowing with ``R/<id>/keepalive``, reads the owned slots, writes only the
 fields that differ (``W/`` is never retained: the GX would replay it on every reconnect) and
 confirms each write by reading it back, because the GX does not report failed writes.
+A watchdog notices a GX that falls silent while its broker still answers (a stalled
+dbus-flashmq, a restarted or replaced GX), says so in the status and brings the flow back.
 The decisions live in :mod:`ioagent.victron_slots`; this module is the I/O around them.
 """
 
@@ -19,8 +21,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from aiomqtt import Client, TLSParameters
+from aiomqtt import Client, MqttError, TLSParameters
 
+from ioagent.bridge import describe_connection_error
 from ioagent.config import VictronSettings
 from ioagent.logs import get_logger, redact, register_secret
 from ioagent.timeutil import Clock, iso_z, utc_now
@@ -58,6 +61,10 @@ SCHEDULED_CHARGE_WORDS = {
 T = TypeVar("T")
 
 StatusPublisher = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class GxSilent(Exception):
+    """The GX stayed silent through several fresh keepalives: start a new connection."""
 
 
 def describe_scheduled_charge(code: int | None, battery_life_state: int | None) -> str:
@@ -131,6 +138,8 @@ class VictronConnector:
         publish_status: StatusPublisher,
         clock: Clock = utc_now,
         keepalive_interval: float = 30.0,
+        silence_timeout: float | None = None,
+        silent_rounds_before_reconnect: int = 3,
         reevaluate_interval: float = 60.0,
         read_timeout: float = 10.0,
         confirm_timeout: float = 5.0,
@@ -142,6 +151,12 @@ class VictronConnector:
         self._publish_status = publish_status
         self._clock = clock
         self._keepalive_interval = keepalive_interval
+        # The GX sends a heartbeat every few seconds while kept alive, so two keepalive
+        # intervals without a word means it is no longer listening to us.
+        self._silence_timeout = (
+            2 * keepalive_interval if silence_timeout is None else silence_timeout
+        )
+        self._silent_rounds_before_reconnect = silent_rounds_before_reconnect
         self._reevaluate_interval = reevaluate_interval
         self._read_timeout = read_timeout
         self._confirm_timeout = confirm_timeout
@@ -161,6 +176,8 @@ class VictronConnector:
         self._portal: str | None = settings.portal_id or None
         if self._portal:
             self._portal_found.set()
+        self._heard = asyncio.Event()
+        self._gx_silent = False
 
         self._connected = False
         self._values: dict[int, dict[str, int | None]] = {slot: {} for slot in self._owned}
@@ -208,6 +225,7 @@ class VictronConnector:
             }
         return {
             "connected": self._connected,
+            "gx_silent": self._gx_silent,
             "portal_id": self._portal,
             "slots": slots,
             "pending_writes": [
@@ -218,27 +236,47 @@ class VictronConnector:
                 self._scheduled_charge_code, self._battery_life_state
             ),
             "dry_run": self._settings.dry_run,
-            "error": self._error,
+            "error": self._silence_words() if self._gx_silent and self._connected else self._error,
         }
 
     async def run(self) -> None:
         """Connect, sync and reconnect for ever; only cancellation ends it."""
         attempt = 0
         while True:
+            error: str | None = None
             try:
                 await self._connect_and_serve()
             except Exception as exc:  # a broken GX link must never end the daemon
-                self._error = f"GX connection lost or refused: {_describe_error(exc)}"
-                log.warning("victron.disconnected", host=self._settings.host, error=self._error)
+                error = self._describe_failure(exc)
             if self._connected:
                 attempt = 0
             self._connected = False
-            await self._report()
             delay = reconnect_delay(attempt, self._reconnect_initial, self._reconnect_max)
             attempt += 1
+            if error is not None:
+                self._error = error
+                log.warning(
+                    "victron.disconnected",
+                    host=self._settings.host,
+                    error=error,
+                    attempt=attempt,
+                    retry_in=round(delay, 2),
+                )
+            await self._report()
             await asyncio.sleep(delay)
 
     # --- connection -----------------------------------------------------------------------
+
+    def _describe_failure(self, exc: BaseException) -> str:
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]
+        if isinstance(exc, GxSilent):
+            return str(exc)
+        if isinstance(exc, MqttError | OSError):
+            # The bridge's words name the likely cause (a wrong password, TLS, an unreachable host).
+            reason = describe_connection_error(exc, self._settings.host, self._settings.port)
+            return redact(f"GX connection lost or refused: {reason}")
+        return f"GX connection lost or refused: {_describe_error(exc)}"
 
     def _new_client(self) -> Client:
         settings = self._settings
@@ -268,11 +306,15 @@ class VictronConnector:
             self._error = None
             # The GX may have changed while we were away: forget and re-read everything.
             self._values = {slot: {} for slot in self._owned}
+            if not self._settings.portal_id:
+                # A replaced GX has a new portal id: take whichever GX announces itself now.
+                self._portal_found.clear()
             log.info("victron.connected", host=self._settings.host, port=self._settings.port)
             await self._report()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._read_messages(client))
                 tasks.create_task(self._serve(client))
+                tasks.create_task(self._watch_gx(client))
 
     async def _serve(self, client: Client) -> None:
         await _keeping_cancellation(client.subscribe(SERIAL_FILTER))
@@ -297,6 +339,66 @@ class VictronConnector:
             await asyncio.sleep(self._keepalive_interval)
             await _publish(client, f"R/{portal}/keepalive", SUPPRESS_REPUBLISH)
 
+    def _silence_words(self) -> str:
+        seconds = f"{self._silence_timeout:g} s"
+        if not self._portal_found.is_set():
+            return (
+                f"connected to the GX broker, but no GX announced itself on {SERIAL_FILTER} "
+                f"for {seconds}: is MQTT enabled on the GX? Otherwise set portal_id"
+            )
+        return (
+            f"connected to the GX broker, but the GX (portal {self._portal}) has sent nothing, "
+            f"not even a heartbeat, for {seconds}: asking it to send everything again"
+        )
+
+    async def _watch_gx(self, client: Client) -> None:
+        """Notice a GX that has stopped talking while its broker still answers, and revive it.
+
+        The broker's own MQTT keepalive cannot see this: dbus-flashmq may stall or restart and
+        forget our keepalive, and the broker would carry on answering pings.
+        """
+        unanswered = 0
+        while True:
+            self._heard.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._silence_timeout):
+                    await self._heard.wait()
+            if self._heard.is_set():
+                unanswered = 0
+                if self._gx_silent:
+                    await self._gx_back(client)
+                continue
+            unanswered += 1
+            if not self._gx_silent:
+                self._gx_silent = True
+                log.warning(
+                    "victron.gx_silent", portal_id=self._portal, silent_s=self._silence_timeout
+                )
+                await self._report()
+            if unanswered >= self._silent_rounds_before_reconnect:
+                raise GxSilent(
+                    f"the GX (portal {self._portal}) sent nothing for "
+                    f"{unanswered * self._silence_timeout:g} s despite fresh keepalives: "
+                    "reconnecting"
+                )
+            if self._portal_found.is_set():
+                # An empty keepalive restarts a flow the GX has forgotten, with a full republish.
+                await _publish(client, f"R/{self._portal}/keepalive", b"")
+
+    async def _gx_back(self, client: Client) -> None:
+        self._gx_silent = False
+        log.info("victron.gx_back", portal_id=self._portal)
+        if self._portal_found.is_set() and self._portal is not None:
+            # The GX may have restarted or been edited meanwhile: re-read it, then re-sync.
+            async with self._values_changed:
+                self._values = {slot: {} for slot in self._owned}
+                self._values_changed.notify_all()
+            await self._request_reads(client, self._portal, self._owned)
+            for path in (SCHEDULED_CHARGE_STATUS_PATH, BATTERY_LIFE_STATE_PATH):
+                await _publish(client, f"R/{self._portal}/{path}", b"")
+            self._wake.set()
+        await self._report()
+
     async def _request_reads(self, client: Client, portal: str, slots: Iterable[int]) -> None:
         for slot in slots:
             await _publish(client, f"R/{portal}/{SCHEDULE_PATH}/{slot}", b"")
@@ -306,22 +408,27 @@ class VictronConnector:
     async def _read_messages(self, client: Client) -> None:
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else b""
-            await self._on_notification(message.topic.value, payload)
+            await self._on_notification(message.topic.value, payload, retained=message.retain)
 
-    async def _on_notification(self, topic: str, payload: bytes) -> None:
+    async def _on_notification(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         parts = topic.split("/")
         if len(parts) < 3 or parts[0] != "N":
             return
         path = "/".join(parts[2:])
-        if path == "system/0/Serial" and self._portal is None:
+        if path == "system/0/Serial" and not self._portal_found.is_set():
             value = parse_value(payload)
             if value is not None:
+                if self._portal is not None and str(value) != self._portal:
+                    log.warning("victron.portal_changed", old=self._portal, portal_id=str(value))
                 self._portal = str(value)
                 log.info("victron.portal_found", portal_id=self._portal)
                 self._portal_found.set()
             return
-        if parts[1] != self._portal:
+        if parts[1] != self._portal or not self._portal_found.is_set():
             return
+        if not retained:
+            # A retained message comes from the broker's memory, not from a GX that is alive.
+            self._heard.set()
         value = parse_value(payload)
         number = value if isinstance(value, int) else None
         if path.startswith(SCHEDULE_PATH + "/"):
@@ -355,8 +462,10 @@ class VictronConnector:
     async def _sync_loop(self, client: Client, portal: str) -> None:
         while True:
             self._wake.clear()
-            await self._sync(client, portal)
-            self.completed_syncs += 1
+            # Writes to a silent GX could not be confirmed; the watchdog wakes us once it is back.
+            if not self._gx_silent:
+                await self._sync(client, portal)
+                self.completed_syncs += 1
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._reevaluate_interval):
                     await self._wake.wait()

@@ -3,7 +3,8 @@
 It publishes the retained ``N/<portal>/system/0/Serial``, sends N/ notifications only while a
 keepalive is active, answers ``R/`` reads (a subtree read republishes every leaf), applies
 ``W/`` writes and echoes them, ignores retained writes (and records them), publishes a heartbeat
-and can be stopped and started to simulate the GX going offline.
+and can be stopped and started to simulate the GX going offline. It can also stall (see
+:meth:`GxPeer.stall`): its broker connection stays up, but it publishes nothing.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ class GxPeer:
     keepalives: list[bytes] = field(default_factory=list)
     reject_writes: set[str] = field(default_factory=set)
     """Paths whose writes silently fail, as a real GX does when a write is refused."""
+    stalled: bool = False
+    """While set, the peer publishes nothing, not even heartbeats, and applies no writes: a GX
+    whose dbus-flashmq has stalled behind a broker that still answers."""
+    client_options: dict[str, Any] = field(default_factory=dict)
+    """Extra ``aiomqtt.Client`` options (login, TLS) for a broker that asks for them."""
     _task: asyncio.Task[None] | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _keepalive_until: float = 0.0
@@ -81,6 +87,16 @@ class GxPeer:
     def writes_to(self, number: int) -> list[tuple[str, Any]]:
         prefix = f"{SCHEDULE}/{number}/"
         return [write for write in self.writes if write[0].startswith(prefix)]
+
+    def stall(self) -> None:
+        self.stalled = True
+
+    def resume(self, *, restarted: bool = False) -> None:
+        """Talk again. ``restarted``: like a restarted dbus-flashmq, it has forgotten every
+        keepalive and stays quiet until the next one arrives."""
+        if restarted:
+            self._keepalive_until = 0.0
+        self.stalled = False
 
     async def start(self) -> None:
         self._ready.clear()
@@ -107,6 +123,7 @@ class GxPeer:
                     self.port,
                     identifier=f"gx-{self.portal_id}",
                     protocol=ProtocolVersion.V5,
+                    **self.client_options,
                 ) as client:
                     await self._serve(client)
             except MqttError:
@@ -141,11 +158,20 @@ class GxPeer:
                 await self._notify(client, "heartbeat", int(time.time()))
 
     async def _notify(self, client: Client, path: str, value: Any) -> None:
+        if self.stalled:
+            return
         await client.publish(f"N/{self.portal_id}/{path}", json.dumps({"value": value}))
         _raise_swallowed_cancellation()
 
     async def _on_message(self, client: Client, topic: str, payload: bytes, retain: bool) -> None:
         kind, _, path = topic.split("/", 2)
+        if self.stalled:
+            # The broker takes the messages, but nothing behind it acts on them.
+            if kind == "W" and not retain:
+                self.writes.append((path, json.loads(payload)["value"]))
+            elif path == "keepalive":
+                self.keepalives.append(payload)
+            return
         if kind == "W":
             if retain:
                 self.retained_writes.append(topic)

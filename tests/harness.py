@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from ioagent.config import Settings
 from ioagent.daemon import Daemon
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY
-from ioagent.timeutil import parse_iso
+from ioagent.timeutil import Clock, parse_iso, utc_now
 from ioagent.topics import Topics
 from tests.broker import Broker
 
@@ -216,12 +215,17 @@ async def running_daemon(
     data: Path,
     *,
     wait_for_poll: bool = True,
+    clock: Clock = utc_now,
     **sections: dict[str, Any],
 ) -> AsyncIterator[RunningDaemon]:
-    """A daemon connected to ``broker``; with ``wait_for_poll``, also after its first good poll."""
+    """A daemon connected to ``broker``; with ``wait_for_poll``, also after its first good poll.
+
+    ``clock``: the daemon's clock; shift the simulator's by the same offset (see
+    ``SimulatorState.set_time_offset``) so that both agree on the time.
+    """
     settings = daemon_settings(broker, sim, data, **sections)
     topics = Topics(settings.mqtt.base_topic, DEFAULT_ACCOUNT)
-    started = datetime.now(UTC).replace(microsecond=0)
+    started = clock().replace(microsecond=0)
 
     def polled_in_this_run(payload: str) -> bool:
         health = json.loads(payload)
@@ -229,7 +233,7 @@ async def running_daemon(
         return health["state"] == "ok" and bool(success) and parse_iso(success) >= started
 
     async with watching(broker) as watcher:
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, clock=clock)
         task = asyncio.create_task(daemon.run(), name="daemon-under-test")
         handle = RunningDaemon(daemon, settings, topics, watcher, task)
         try:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiomqtt import TLSParameters
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
@@ -21,6 +24,7 @@ from ioagent.victron import (
     reconnect_delay,
 )
 from tests.broker import Broker
+from tests.faults.conftest import make_certificates, run_as_root_option
 from tests.gx_peer import FACTORY_SLOT, PORTAL_ID, USER_SLOTS, GxPeer, slot_path
 
 
@@ -82,7 +86,13 @@ async def harness_factory(
 ) -> AsyncIterator[Callable[..., Harness]]:
     tasks: list[asyncio.Task[None]] = []
 
-    def start(now: datetime, **overrides: Any) -> Harness:
+    def start(
+        now: datetime,
+        *,
+        target: Broker | None = None,
+        tuning: dict[str, Any] | None = None,
+        **overrides: Any,
+    ) -> Harness:
         statuses: list[dict[str, Any]] = []
 
         async def publish(status: dict[str, Any]) -> None:
@@ -91,15 +101,20 @@ async def harness_factory(
 
         clock = FakeClock(now)
         connector = VictronConnector(
-            make_settings(broker, **overrides),
+            make_settings(target or broker, **overrides),
             publish_status=publish,
             clock=clock,
-            keepalive_interval=0.2,
-            reevaluate_interval=0.3,
-            read_timeout=2.0,
-            confirm_timeout=0.5,
-            reconnect_initial=0.1,
-            reconnect_max=0.3,
+            **{
+                "keepalive_interval": 0.2,
+                # Five missed heartbeats of the peer: long enough not to trip on a busy machine.
+                "silence_timeout": 1.0,
+                "reevaluate_interval": 0.3,
+                "read_timeout": 2.0,
+                "confirm_timeout": 0.5,
+                "reconnect_initial": 0.1,
+                "reconnect_max": 0.3,
+                **(tuning or {}),
+            },
         )
         tasks.append(asyncio.create_task(connector.run()))
         return Harness(connector, clock, statuses)
@@ -189,7 +204,7 @@ async def test_unchanged_plan_makes_no_writes(
     await eventually(lambda: gx.slot(3)["Day"] == 3)
     await harness.synced()
     written = list(gx.writes)
-    # Only the four fields that differed from the factory slot, and a disabled slot 4 untouched.
+    # Only the three fields that differed from the factory slot, and a disabled slot 4 untouched.
     assert sorted(path for path, _ in written) == sorted(
         slot_path(3, name) for name in ("Day", "Start", "Duration")
     )
@@ -257,6 +272,92 @@ async def test_reconnects_and_resyncs_after_gx_and_broker_go_offline(
     assert user_slots_untouched(gx)
 
 
+SILENT = (
+    f"connected to the GX broker, but the GX (portal {PORTAL_ID}) has sent nothing, not even "
+    "a heartbeat, for 1 s: asking it to send everything again"
+)
+OVERNIGHT = (utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 5, 30))
+NEXT_MORNING = (utc(2025, 1, 16, 11), utc(2025, 1, 16, 12))
+SLOT_4_NEXT_MORNING = {"Day": 4, "Start": 11 * 3600, "Duration": 3600, "Soc": 100}
+
+
+async def test_a_silent_gx_is_reported_revived_and_resynced(
+    gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    now = utc(2025, 1, 15, 12)
+    harness = harness_factory(now)
+    await harness.connector.update_windows([OVERNIGHT], now)
+    await eventually(lambda: gx.slot(3)["Day"] == 3)
+    assert harness.status["gx_silent"] is False
+
+    gx.stall()
+    keepalives = len(gx.keepalives)
+    await eventually(lambda: harness.status["gx_silent"] is True)
+    assert harness.status["connected"] is True, "the broker still answers"
+    assert harness.status["error"] == SILENT
+    # The plan changes while the GX is silent: nothing is written blind.
+    writes = len(gx.writes)
+    await harness.connector.update_windows([OVERNIGHT, NEXT_MORNING], now)
+    await eventually(lambda: b"" in gx.keepalives[keepalives:])
+    assert gx.writes[writes:] == []
+
+    gx.resume(restarted=True)
+    await eventually(lambda: gx.slot(4) == {**SLOT_4_NEXT_MORNING, "AllowDischarge": 0})
+    await eventually(lambda: harness.status["gx_silent"] is False)
+    await eventually(lambda: harness.status["error"] is None)
+    assert gx.slot(3)["Day"] == 3
+    assert user_slots_untouched(gx)
+
+
+async def test_a_gx_silent_for_long_is_reconnected(
+    gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    now = utc(2025, 1, 15, 12)
+    harness = harness_factory(now, tuning={"silent_rounds_before_reconnect": 2})
+    await harness.connector.update_windows([OVERNIGHT], now)
+    await eventually(lambda: gx.slot(3)["Day"] == 3)
+
+    with capture_logs() as logs:
+        gx.stall()
+
+        def events(name: str) -> list[dict[str, Any]]:
+            return [e for e in logs if e["event"] == name]
+
+        await eventually(lambda: bool(events("victron.connected")))
+    assert [e["error"] for e in events("victron.disconnected")] == [
+        f"the GX (portal {PORTAL_ID}) sent nothing for 2 s despite fresh keepalives: reconnecting"
+    ]
+    await eventually(lambda: harness.status["connected"] is True)
+    assert harness.status["gx_silent"] is True, "still silent on the new connection"
+
+    await harness.connector.update_windows([OVERNIGHT, NEXT_MORNING], now)
+    gx.resume(restarted=True)
+    await eventually(lambda: gx.slot(4) == {**SLOT_4_NEXT_MORNING, "AllowDischarge": 0})
+    await eventually(lambda: harness.status["gx_silent"] is False)
+
+
+async def test_a_replaced_gx_is_found_by_its_new_portal_id(
+    broker: Broker, gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    now = utc(2025, 1, 15, 12)
+    harness = harness_factory(now)
+    await harness.connector.update_windows([OVERNIGHT], now)
+    await eventually(lambda: gx.slot(3)["Day"] == 3)
+
+    # A new GX in its place: its own broker (nothing retained) and another portal id.
+    await gx.stop()
+    broker.restart()
+    replacement = GxPeer(broker.host, broker.port, portal_id="c0619ab2ffff")
+    await replacement.start()
+    try:
+        await eventually(lambda: replacement.slot(3)["Day"] == 3)
+        await eventually(lambda: harness.status["portal_id"] == "c0619ab2ffff")
+        await eventually(lambda: harness.status["error"] is None)
+        assert replacement.retained_writes == []
+    finally:
+        await replacement.stop()
+
+
 async def test_dry_run_logs_but_never_writes(
     gx: GxPeer, harness_factory: Callable[..., Harness]
 ) -> None:
@@ -299,21 +400,117 @@ async def test_unconfirmed_write_is_retried_then_reported(
     assert gx.slot(3)["Day"] == -7
 
 
-async def test_password_never_logged_or_published(
-    gx: GxPeer, harness_factory: Callable[..., Harness]
+GX_PEER_USER = "gx"
+GX_PEER_PASSWORD = "gx-peer-pass-5c1d"
+CONNECTOR_USER = "ioagent"
+CONNECTOR_PASSWORD = "gx-secret-pass-829"
+LOGIN_REFUSED = (
+    "GX connection lost or refused: MQTT broker refused the login: not authorised "
+    "(check the user name and password)"
+)
+
+
+@dataclass
+class LockedBroker:
+    """A Mosquitto that admits only the fake GX and ioagent, each with its own password."""
+
+    broker: Broker
+    ca_file: Path | None
+
+    def peer(self) -> GxPeer:
+        options: dict[str, Any] = {"username": GX_PEER_USER, "password": GX_PEER_PASSWORD}
+        if self.ca_file is not None:
+            options["tls_params"] = TLSParameters(ca_certs=str(self.ca_file))
+        return GxPeer(self.broker.host, self.broker.port, client_options=options)
+
+    def login(self, password: str) -> dict[str, Any]:
+        """Connector settings that log in as ioagent with ``password``."""
+        overrides: dict[str, Any] = {"username": CONNECTOR_USER, "password": SecretStr(password)}
+        if self.ca_file is not None:
+            overrides["tls"] = {"enabled": True, "ca_file": self.ca_file}
+        return overrides
+
+
+@pytest.fixture
+def locked_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LockedBroker]:
+    """Password-only by default; ``indirect`` parameter "tls" serves TLS only as well."""
+    workdir = tmp_path / "locked"
+    workdir.mkdir()
+    listener: list[str] = []
+    ca_file = None
+    if getattr(request, "param", "password") == "tls":
+        ca_file, cert, key = make_certificates(workdir / "certs")
+        listener = [f"cafile {ca_file}", f"certfile {cert}", f"keyfile {key}"]
+    passwords = workdir / "passwords"
+    for user, password in ((GX_PEER_USER, GX_PEER_PASSWORD), (CONNECTOR_USER, CONNECTOR_PASSWORD)):
+        create = [] if passwords.exists() else ["-c"]
+        subprocess.run(
+            ["mosquitto_passwd", "-b", *create, str(passwords), user, password],
+            check=True,
+            capture_output=True,
+        )
+    passwords.chmod(0o600)
+    broker = Broker(
+        workdir=workdir / "mosquitto",
+        listener_options=listener,
+        extra_config=[
+            "allow_anonymous false",
+            f"password_file {passwords}",
+            *run_as_root_option(),
+        ],
+    )
+    broker.start()
+    try:
+        yield LockedBroker(broker, ca_file)
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize("locked_broker", ["password", "tls"], indirect=True)
+async def test_logs_in_to_a_locked_gx_broker_and_never_shows_the_password(
+    locked_broker: LockedBroker, harness_factory: Callable[..., Harness]
 ) -> None:
-    password = "gx-secret-pass-829"
+    gx = locked_broker.peer()
+    await gx.start()
+    now = utc(2025, 1, 15, 12)
+    try:
+        with capture_logs() as logs:
+            harness = harness_factory(
+                now, target=locked_broker.broker, **locked_broker.login(CONNECTOR_PASSWORD)
+            )
+            await harness.connector.update_windows(
+                [(utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 5, 30))], now
+            )
+            await eventually(lambda: gx.slot(3)["Day"] == 3)
+    finally:
+        await gx.stop()
+    assert f"u'{CONNECTOR_USER}'" in locked_broker.broker.log(), "logged in as ioagent"
+    assert logs, "the connector logs its progress"
+    assert CONNECTOR_PASSWORD not in repr(logs)
+    assert CONNECTOR_PASSWORD not in json.dumps(harness.statuses)
+    assert CONNECTOR_PASSWORD not in repr(VictronSettings(password=SecretStr(CONNECTOR_PASSWORD)))
+
+
+async def test_a_refused_gx_login_is_reported_and_retried_with_backoff(
+    locked_broker: LockedBroker, harness_factory: Callable[..., Harness]
+) -> None:
+    wrong = "gx-WRONG-pass-7e2a"
     now = utc(2025, 1, 15, 12)
     with capture_logs() as logs:
-        harness = harness_factory(now, username="ioagent", password=SecretStr(password))
-        await harness.connector.update_windows(
-            [(utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 5, 30))], now
-        )
-        await eventually(lambda: gx.slot(3)["Day"] == 3)
-    assert logs, "the connector logs its progress"
-    assert password not in repr(logs)
-    assert password not in json.dumps(harness.statuses)
-    assert password not in repr(VictronSettings(password=SecretStr(password)))
+        harness = harness_factory(now, target=locked_broker.broker, **locked_broker.login(wrong))
+
+        def refusals() -> list[dict[str, Any]]:
+            return [e for e in logs if e["event"] == "victron.disconnected"]
+
+        await eventually(lambda: len(refusals()) >= 4)
+        await eventually(lambda: harness.status.get("error") == LOGIN_REFUSED)
+    assert harness.status["connected"] is False
+    seen = refusals()
+    assert all(e["error"] == LOGIN_REFUSED for e in seen)
+    # Backoff that keeps growing towards its cap rather than a tight retry loop.
+    assert [e["attempt"] for e in seen[:4]] == [1, 2, 3, 4]
+    assert all(0.05 <= e["retry_in"] <= 0.3 for e in seen), [e["retry_in"] for e in seen]
+    assert wrong not in repr(logs) and wrong not in json.dumps(harness.statuses)
 
 
 @pytest.mark.parametrize(
