@@ -14,6 +14,7 @@ import pytest_asyncio
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from ioagent.kraken import queries
 from ioagent.kraken.client import (
     COMPLETED_PART,
     DEVICES_PART,
@@ -72,6 +73,22 @@ async def test_login_and_account_discovery(
     # One login serves every later request.
     assert counted["by_operation"]["obtainKrakenToken"] == 1
     assert counted["by_operation"]["viewer"] == 4
+
+
+async def test_login_result_repr_hides_the_tokens(client: KrakenClient) -> None:
+    result = await client.transport.execute(
+        queries.OBTAIN_TOKEN, {"input": {"APIKey": DEFAULT_API_KEY}}, authenticated=False
+    )
+    payload = result.require("obtainKrakenToken")
+    secrets = [payload["token"], payload["refreshToken"]]
+    assert all(isinstance(secret, str) and len(secret) > 20 for secret in secrets)
+    shown = [repr(result), str(result), f"{result!r}", repr([result]), repr({"r": result})]
+    for text in shown:
+        assert "obtainKrakenToken" in text
+        for secret in secrets:
+            assert secret not in text
+        # A JWT's signature alone is secret too.
+        assert payload["token"].rsplit(".", 1)[-1] not in text
 
 
 async def test_bad_api_key_is_auth_failed(simulator: RunningSimulator) -> None:
