@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
+from ioagent.kraken.cli import _describe_preferences
+from ioagent.kraken.types import DAYS_OF_WEEK, Preferences, parse_preferences
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, DEFAULT_EV_ID
 
@@ -163,3 +166,42 @@ async def test_config_error_exits_2(tmp_path: Path) -> None:
     run = await run_cli("--config", str(tmp_path / "missing.toml"))
     assert run.code == 2
     assert "missing.toml does not exist" in run.stderr
+
+
+def _preferences(*days: tuple[str, str, float | None]) -> Preferences:
+    return parse_preferences(
+        {
+            "mode": "CHARGE",
+            "isChargingDurationCapped": "ENABLED",
+            "schedules": [{"dayOfWeek": d, "time": t, "max": m} for d, t, m in days],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("preferences", "expected"),
+    [
+        pytest.param(None, "none", id="no-preferences"),
+        pytest.param(_preferences(), "none", id="no-schedules"),
+        pytest.param(
+            _preferences(*((day, "07:30:00", 80) for day in DAYS_OF_WEEK)),
+            "target 80% by 07:30 every day (CHARGE, 6-hour cap ENABLED)",
+            id="same-every-day",
+        ),
+        pytest.param(
+            _preferences(
+                *((day, "07:30:00", 80) for day in DAYS_OF_WEEK[:6]), ("SUNDAY", "09:00", 80)
+            ),
+            "Mon 80% by 07:30, Tue 80% by 07:30, Wed 80% by 07:30, Thu 80% by 07:30, "
+            "Fri 80% by 07:30, Sat 80% by 07:30, Sun 80% by 09:00 (CHARGE, 6-hour cap ENABLED)",
+            id="one-day-differs",
+        ),
+        pytest.param(
+            _preferences(("TUESDAY", "06:30", 65), ("MONDAY", "06:00", None)),
+            "Mon by 06:00, Tue 65% by 06:30 (CHARGE, 6-hour cap ENABLED)",
+            id="some-days-and-no-target",
+        ),
+    ],
+)
+def test_describe_preferences(preferences: Preferences | None, expected: str) -> None:
+    assert _describe_preferences(preferences) == expected
