@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -36,6 +37,7 @@ from ioagent.simulator.state import (
     DEFAULT_API_KEY,
     DEFAULT_EV_ID,
     SECOND_ACCOUNT,
+    SimSchedule,
 )
 
 
@@ -326,25 +328,48 @@ async def _sim_device(simulator: RunningSimulator) -> dict[str, Any]:
     return next(d for d in state["devices"] if d["id"] == DEFAULT_EV_ID)
 
 
+# A distinct ready-by time and target on every day, so that a write copying one day's values to
+# the others cannot pass.
+WEEK = [
+    SimSchedule(day, time(4 + index, 30 if index % 2 else 0), 50.0 + 5 * index)
+    for index, day in enumerate(DAYS_OF_WEEK)
+]
+
+
+async def _distinct_week(simulator: RunningSimulator) -> list[dict[str, Any]]:
+    """Give the car the WEEK schedules; returns them as the simulator reports them."""
+    simulator.state.devices[DEFAULT_EV_ID].preferences.schedules = [replace(s) for s in WEEK]
+    schedules: list[dict[str, Any]] = (await _sim_device(simulator))["preferences"]["schedules"]
+    assert len({(s["time"], s["max"]) for s in schedules}) == 7
+    return schedules
+
+
 async def test_set_target_soc_writes_all_seven_days(
     simulator: RunningSimulator, client: KrakenClient
 ) -> None:
+    before = await _distinct_week(simulator)
     await client.set_target_soc(DEFAULT_ACCOUNT, DEFAULT_EV_ID, 90)
     schedules = (await _sim_device(simulator))["preferences"]["schedules"]
-    assert [(s["day_of_week"], s["time"], s["max"]) for s in schedules] == [
-        (day, "07:30:00", 90.0) for day in DAYS_OF_WEEK
-    ]
+    assert schedules == [{**day, "max": 90.0} for day in before]
     preferences = await client.preferences(DEFAULT_ACCOUNT, DEFAULT_EV_ID)
-    assert {s.max for s in preferences.schedules} == {90.0}
+    assert [
+        (preferences.ready_by_for(s.day_of_week), preferences.target_soc_for(s.day_of_week))
+        for s in WEEK
+    ] == [(s.time, 90.0) for s in WEEK]
 
 
-async def test_set_ready_by_keeps_targets(
+async def test_set_ready_by_keeps_each_days_target(
     simulator: RunningSimulator, client: KrakenClient
 ) -> None:
-    await client.set_target_soc(DEFAULT_ACCOUNT, DEFAULT_EV_ID, 70)
+    before = await _distinct_week(simulator)
     await client.set_ready_by(DEFAULT_ACCOUNT, DEFAULT_EV_ID, time(8, 30))
     schedules = (await _sim_device(simulator))["preferences"]["schedules"]
-    assert [(s["time"], s["max"]) for s in schedules] == [("08:30:00", 70.0)] * 7
+    assert schedules == [{**day, "time": "08:30:00"} for day in before]
+    preferences = await client.preferences(DEFAULT_ACCOUNT, DEFAULT_EV_ID)
+    assert [
+        (preferences.ready_by_for(s.day_of_week), preferences.target_soc_for(s.day_of_week))
+        for s in WEEK
+    ] == [(time(8, 30), s.max) for s in WEEK]
 
 
 async def test_invalid_target_is_refused(client: KrakenClient) -> None:
