@@ -17,7 +17,13 @@ import pytest
 from ioagent.kraken.cli import _describe_preferences
 from ioagent.kraken.types import DAYS_OF_WEEK, Preferences, parse_preferences
 from ioagent.simulator.server import RunningSimulator
-from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, DEFAULT_EV_ID
+from ioagent.simulator.state import (
+    DEFAULT_ACCOUNT,
+    DEFAULT_API_KEY,
+    DEFAULT_CHARGER_ID,
+    DEFAULT_EV_ID,
+    SECOND_ACCOUNT,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,10 +46,13 @@ async def control(sim: RunningSimulator, path: str, body: Any = None) -> Any:
         return await response.json()
 
 
-def write_config(tmp_path: Path, api_url: str, api_key: str = DEFAULT_API_KEY) -> Path:
+def write_config(
+    tmp_path: Path, api_url: str, api_key: str = DEFAULT_API_KEY, account: str | None = None
+) -> Path:
     path = tmp_path / "ioagent.toml"
+    chosen = f'account_number = "{account}"\n' if account else ""
     path.write_text(
-        f'[octopus]\napi_key = "{api_key}"\napi_url = "{api_url}"\nread_timeout = 5\n',
+        f'[octopus]\napi_key = "{api_key}"\napi_url = "{api_url}"\nread_timeout = 5\n{chosen}',
         encoding="utf-8",
     )
     return path
@@ -140,6 +149,25 @@ async def test_partial_failure_is_shown(simulator: RunningSimulator, tmp_path: P
     assert "planned dispatches: could not be read" in run.stdout
     assert "KT-CT-4340" in run.stdout
     assert "preferences: target 80% by 07:30" in run.stdout
+
+
+async def test_key_with_several_accounts_exits_2_listing_them(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    await control(simulator, "accounts", {"number": SECOND_ACCOUNT, "api_key": DEFAULT_API_KEY})
+    run = await run_cli("--config", str(write_config(tmp_path, simulator.graphql_url)))
+    assert run.code == 2
+    assert run.stdout == ""
+    assert run.stderr.strip().splitlines() == [
+        f"ioagent dispatches: this API key sees several accounts ({DEFAULT_ACCOUNT}, "
+        f"{SECOND_ACCOUNT}); set octopus.account_number"
+    ]
+    chosen = write_config(tmp_path, simulator.graphql_url, account=SECOND_ACCOUNT)
+    run = await run_cli("--config", str(chosen), "--json")
+    assert run.code == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["account"] == SECOND_ACCOUNT
+    assert [d["id"] for d in report["devices"]] == [DEFAULT_CHARGER_ID]
 
 
 async def test_bad_key_exits_1_with_one_clear_line(

@@ -35,6 +35,7 @@ from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import (
     DEFAULT_ACCOUNT,
     DEFAULT_API_KEY,
+    DEFAULT_CHARGER_ID,
     DEFAULT_EV_ID,
     SECOND_ACCOUNT,
     SimSchedule,
@@ -91,6 +92,25 @@ async def test_login_result_repr_hides_the_tokens(client: KrakenClient) -> None:
             assert secret not in text
         # A JWT's signature alone is secret too.
         assert payload["token"].rsplit(".", 1)[-1] not in text
+
+
+async def test_discovery_with_a_key_that_sees_several_accounts(
+    simulator: RunningSimulator, client: KrakenClient
+) -> None:
+    shared = await control(
+        simulator, "accounts", {"number": SECOND_ACCOUNT, "api_key": DEFAULT_API_KEY}
+    )
+    assert shared["accounts"] == [DEFAULT_ACCOUNT, SECOND_ACCOUNT]
+    assert await client.accounts() == [DEFAULT_ACCOUNT, SECOND_ACCOUNT]
+    with pytest.raises(AccountError) as caught:
+        await client.discover_account(None)
+    message = str(caught.value)
+    assert f"({DEFAULT_ACCOUNT}, {SECOND_ACCOUNT})" in message
+    assert "octopus.account_number" in message
+    assert DEFAULT_API_KEY not in message
+    # Naming one of them works, and its devices are readable with the same key.
+    assert await client.discover_account(SECOND_ACCOUNT) == SECOND_ACCOUNT
+    assert [d.id for d in await client.devices(SECOND_ACCOUNT)] == [DEFAULT_CHARGER_ID]
 
 
 async def test_bad_api_key_is_auth_failed(simulator: RunningSimulator) -> None:
