@@ -576,7 +576,9 @@ class SimulatorState:
 
     def _ready_by(self, device: SimDevice) -> planner.ReadyBy | None:
         schedules = [(s.day_of_week, s.time, s.max) for s in device.preferences.schedules]
-        return planner.next_ready_by(self.now(), schedules)
+        # Plans start at the next whole minute; a ready-by before that cannot be charged for,
+        # so the one after it is the deadline (else a plug-in at 07:29:30 planned nothing).
+        return planner.next_ready_by(planner.ceil_minute(self.now()), schedules)
 
     def _drop_smart(self, device: SimDevice) -> None:
         """Withdraw every SMART slot; the part of a running one already charged is completed."""
