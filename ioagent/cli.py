@@ -27,7 +27,7 @@ HANDLERS = {
 }
 
 
-def _positive_seconds(text: str) -> timedelta:
+def _jwt_lifetime(text: str) -> timedelta:
     try:
         seconds = float(text)
     except ValueError:
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--jwt-lifetime",
         metavar="SECONDS",
-        type=_positive_seconds,
+        type=_jwt_lifetime,
         default=timedelta(hours=1),
         help="how long the simulator's JWTs live (default 3600)",
     )

@@ -175,7 +175,9 @@ async def test_standalone_simulator_and_dispatches_print_a_plan(tmp_path: Path) 
         ]
 
         # The banner says what the simulator holds and prints a config that works as it is.
-        assert f"plugged in at 30 %, {len(ev['planned'])} planned dispatches" in sim.line("EV:")
+        assert sim.line("EV:").endswith(
+            f"plugged in at 30 %, planned dispatches: {len(ev['planned'])}"
+        )
         snippet = tmp_path / "sim.toml"
         snippet.write_text(sim.config_snippet(), encoding="utf-8")
         from_snippet = await run_cli("--config", str(snippet), "--json")

@@ -29,7 +29,7 @@ def _ev_line(state: SimulatorState) -> str:
     ev = state.device(DEFAULT_EV_ID)
     if not ev.plugged:
         return "unplugged (plug it in with POST /control/plug)"
-    return f"plugged in at {ev.soc_percent:g} %, {len(ev.planned)} planned dispatches"
+    return f"plugged in at {ev.soc_percent:g} %, planned dispatches: {len(ev.planned)}"
 
 
 def banner(running: RunningSimulator) -> str:
