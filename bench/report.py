@@ -148,7 +148,7 @@ def _p1(live: dict[str, Any]) -> list[str]:
         f"against the simulator with {live['boundaries'] // 2} short SMART slots of "
         f"{'/'.join(map(str, live['slot_seconds']))} s separated by "
         f"{'/'.join(map(str, live['gap_seconds']))} s gaps, at whole but otherwise arbitrary "
-        f"seconds (ioagent truncates plan times to whole seconds by design), with "
+        f"seconds (ioagent rounds plan times to whole seconds by design), with "
         "`round_to_half_hour = false` so the house is off-peak exactly during each slot. A "
         "separate MQTT subscriber stamped each message on arrival; lateness is arrival time "
         "minus the boundary instant.\n",

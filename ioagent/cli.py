@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import cast
 
 from ioagent import __version__
@@ -24,6 +25,17 @@ HANDLERS = {
     "check": "ioagent.check:cli_check",
     "history": "ioagent.history:cli_history",
 }
+
+
+def _jwt_lifetime(text: str) -> timedelta:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    # JWT expiry is whole Unix seconds: under one second a token would be born expired.
+    if not 1 <= seconds <= 366 * 86400:
+        raise argparse.ArgumentTypeError("must be from 1 second to a year")
+    return timedelta(seconds=seconds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulator", help="run the Kraken API simulator standalone")
     sim.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     sim.add_argument("--port", type=int, default=8765, help="listen port (default 8765)")
+    sim.add_argument(
+        "--unplugged",
+        action="store_true",
+        help="start with the car unplugged and no plan (default: plugged in, with a plan)",
+    )
+    sim.add_argument(
+        "--jwt-lifetime",
+        metavar="SECONDS",
+        type=_jwt_lifetime,
+        default=timedelta(hours=1),
+        help="how long the simulator's JWTs live (default 3600)",
+    )
     dispatches = with_config(
         sub.add_parser("dispatches", help="print the plan, device state and preferences once")
     )

@@ -47,12 +47,25 @@ def _merge_key(slot: Dispatch) -> tuple[str | None, str, str | None, str | None]
     return (slot.device_id, slot.type, slot.location, slot.source)
 
 
+def whole_second(value: datetime) -> datetime:
+    """``value`` in UTC rounded to the nearest whole second, half a second rounding up.
+
+    Rounding, not truncating: 19:29:59.9995 and 19:30:00.0001 are the same instant sent twice,
+    and truncating would put them a second apart and report a changed slot. Half-up (not
+    Python's half-to-even ``round``) so that every .5 goes the same way.
+    """
+    utc = to_utc(value)
+    down = utc.replace(microsecond=0)
+    if utc.microsecond < 500_000:
+        return down
+    try:
+        return down + timedelta(seconds=1)
+    except OverflowError:  # the last second datetime can hold: nowhere to round up to
+        return down
+
+
 def _clean(slot: Dispatch) -> Dispatch:
-    return replace(
-        slot,
-        start=to_utc(slot.start).replace(microsecond=0),
-        end=to_utc(slot.end).replace(microsecond=0),
-    )
+    return replace(slot, start=whole_second(slot.start), end=whole_second(slot.end))
 
 
 def _sum_kwh(first: float | None, second: float | None) -> float | None:
@@ -66,10 +79,10 @@ def _sum_kwh(first: float | None, second: float | None) -> float | None:
 def normalise(dispatches: Iterable[Dispatch]) -> tuple[Dispatch, ...]:
     """Return the canonical form of a plan.
 
-    Times become UTC truncated to whole seconds; slots of zero or negative length are dropped;
-    overlapping or adjacent slots with the same device, type, location and source are merged
-    (kWh summed, ``None`` only if every part is ``None``); the result is sorted by
-    (start, device_id, type) with the remaining fields as tie-breakers.
+    Times become UTC rounded to the nearest whole second (:func:`whole_second`); slots of zero
+    or negative length are dropped; overlapping or adjacent slots with the same device, type,
+    location and source are merged (kWh summed, ``None`` only if every part is ``None``); the
+    result is sorted by (start, device_id, type) with the remaining fields as tie-breakers.
     """
     cleaned = sorted(
         (slot for slot in map(_clean, dispatches) if slot.end > slot.start), key=_sort_key
@@ -185,8 +198,8 @@ def _kwh_json(kwh: float | None) -> float | None:
 def slot_json(d: Dispatch) -> dict[str, Any]:
     """The published JSON form of one slot (UTC ``Z`` times, positive kWh)."""
     return {
-        "start": iso_z(to_utc(d.start).replace(microsecond=0)),
-        "end": iso_z(to_utc(d.end).replace(microsecond=0)),
+        "start": iso_z(whole_second(d.start)),
+        "end": iso_z(whole_second(d.end)),
         "kwh": _kwh_json(d.kwh),
         "type": d.type,
         "location": d.location,
@@ -279,4 +292,5 @@ __all__ = [
     "event_json",
     "normalise",
     "slot_json",
+    "whole_second",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest_asyncio
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from ioagent.kraken import queries
 from ioagent.kraken.client import (
     COMPLETED_PART,
     DEVICES_PART,
@@ -33,8 +35,10 @@ from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import (
     DEFAULT_ACCOUNT,
     DEFAULT_API_KEY,
+    DEFAULT_CHARGER_ID,
     DEFAULT_EV_ID,
     SECOND_ACCOUNT,
+    SimSchedule,
 )
 
 
@@ -72,6 +76,41 @@ async def test_login_and_account_discovery(
     # One login serves every later request.
     assert counted["by_operation"]["obtainKrakenToken"] == 1
     assert counted["by_operation"]["viewer"] == 4
+
+
+async def test_login_result_repr_hides_the_tokens(client: KrakenClient) -> None:
+    result = await client.transport.execute(
+        queries.OBTAIN_TOKEN, {"input": {"APIKey": DEFAULT_API_KEY}}, authenticated=False
+    )
+    payload = result.require("obtainKrakenToken")
+    secrets = [payload["token"], payload["refreshToken"]]
+    assert all(isinstance(secret, str) and len(secret) > 20 for secret in secrets)
+    shown = [repr(result), str(result), f"{result!r}", repr([result]), repr({"r": result})]
+    for text in shown:
+        assert "obtainKrakenToken" in text
+        for secret in secrets:
+            assert secret not in text
+        # A JWT's signature alone is secret too.
+        assert payload["token"].rsplit(".", 1)[-1] not in text
+
+
+async def test_discovery_with_a_key_that_sees_several_accounts(
+    simulator: RunningSimulator, client: KrakenClient
+) -> None:
+    shared = await control(
+        simulator, "accounts", {"number": SECOND_ACCOUNT, "api_key": DEFAULT_API_KEY}
+    )
+    assert shared["accounts"] == [DEFAULT_ACCOUNT, SECOND_ACCOUNT]
+    assert await client.accounts() == [DEFAULT_ACCOUNT, SECOND_ACCOUNT]
+    with pytest.raises(AccountError) as caught:
+        await client.discover_account(None)
+    message = str(caught.value)
+    assert f"({DEFAULT_ACCOUNT}, {SECOND_ACCOUNT})" in message
+    assert "octopus.account_number" in message
+    assert DEFAULT_API_KEY not in message
+    # Naming one of them works, and its devices are readable with the same key.
+    assert await client.discover_account(SECOND_ACCOUNT) == SECOND_ACCOUNT
+    assert [d.id for d in await client.devices(SECOND_ACCOUNT)] == [DEFAULT_CHARGER_ID]
 
 
 async def test_bad_api_key_is_auth_failed(simulator: RunningSimulator) -> None:
@@ -309,25 +348,48 @@ async def _sim_device(simulator: RunningSimulator) -> dict[str, Any]:
     return next(d for d in state["devices"] if d["id"] == DEFAULT_EV_ID)
 
 
+# A distinct ready-by time and target on every day, so that a write copying one day's values to
+# the others cannot pass.
+WEEK = [
+    SimSchedule(day, time(4 + index, 30 if index % 2 else 0), 50.0 + 5 * index)
+    for index, day in enumerate(DAYS_OF_WEEK)
+]
+
+
+async def _distinct_week(simulator: RunningSimulator) -> list[dict[str, Any]]:
+    """Give the car the WEEK schedules; returns them as the simulator reports them."""
+    simulator.state.devices[DEFAULT_EV_ID].preferences.schedules = [replace(s) for s in WEEK]
+    schedules: list[dict[str, Any]] = (await _sim_device(simulator))["preferences"]["schedules"]
+    assert len({(s["time"], s["max"]) for s in schedules}) == 7
+    return schedules
+
+
 async def test_set_target_soc_writes_all_seven_days(
     simulator: RunningSimulator, client: KrakenClient
 ) -> None:
+    before = await _distinct_week(simulator)
     await client.set_target_soc(DEFAULT_ACCOUNT, DEFAULT_EV_ID, 90)
     schedules = (await _sim_device(simulator))["preferences"]["schedules"]
-    assert [(s["day_of_week"], s["time"], s["max"]) for s in schedules] == [
-        (day, "07:30:00", 90.0) for day in DAYS_OF_WEEK
-    ]
+    assert schedules == [{**day, "max": 90.0} for day in before]
     preferences = await client.preferences(DEFAULT_ACCOUNT, DEFAULT_EV_ID)
-    assert {s.max for s in preferences.schedules} == {90.0}
+    assert [
+        (preferences.ready_by_for(s.day_of_week), preferences.target_soc_for(s.day_of_week))
+        for s in WEEK
+    ] == [(s.time, 90.0) for s in WEEK]
 
 
-async def test_set_ready_by_keeps_targets(
+async def test_set_ready_by_keeps_each_days_target(
     simulator: RunningSimulator, client: KrakenClient
 ) -> None:
-    await client.set_target_soc(DEFAULT_ACCOUNT, DEFAULT_EV_ID, 70)
+    before = await _distinct_week(simulator)
     await client.set_ready_by(DEFAULT_ACCOUNT, DEFAULT_EV_ID, time(8, 30))
     schedules = (await _sim_device(simulator))["preferences"]["schedules"]
-    assert [(s["time"], s["max"]) for s in schedules] == [("08:30:00", 70.0)] * 7
+    assert schedules == [{**day, "time": "08:30:00"} for day in before]
+    preferences = await client.preferences(DEFAULT_ACCOUNT, DEFAULT_EV_ID)
+    assert [
+        (preferences.ready_by_for(s.day_of_week), preferences.target_soc_for(s.day_of_week))
+        for s in WEEK
+    ] == [(time(8, 30), s.max) for s in WEEK]
 
 
 async def test_invalid_target_is_refused(client: KrakenClient) -> None:

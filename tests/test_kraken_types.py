@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -218,6 +218,55 @@ def test_device_with_preferences() -> None:
     assert monday is not None
     assert monday.time == time(7, 30)
     assert monday.max == 80.0
+
+
+# Every day differs; SATURDAY is missing and SUNDAY has no target.
+PER_DAY = parse_preferences(
+    {
+        "mode": "CHARGE",
+        "schedules": [
+            {"dayOfWeek": "SUNDAY", "time": "09:00:00", "max": None},
+            {"dayOfWeek": "WEDNESDAY", "time": "07:00:00", "max": 70},
+            {"dayOfWeek": "MONDAY", "time": "06:00:00", "max": 60},
+            {"dayOfWeek": "FRIDAY", "time": "08:00:00", "max": 80},
+            {"dayOfWeek": "TUESDAY", "time": "06:30:00", "max": 65},
+            {"dayOfWeek": "THURSDAY", "time": "07:30:00", "max": "75.5"},
+        ],
+    }
+)
+LONDON_SUMMER = timezone(timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    ("day", "target", "ready_by"),
+    [
+        pytest.param("MONDAY", 60.0, time(6, 0), id="monday"),
+        pytest.param("TUESDAY", 65.0, time(6, 30), id="tuesday"),
+        pytest.param("WEDNESDAY", 70.0, time(7, 0), id="wednesday"),
+        pytest.param("THURSDAY", 75.5, time(7, 30), id="thursday-decimal-string"),
+        pytest.param("friday", 80.0, time(8, 0), id="lower-case-name"),
+        pytest.param("SATURDAY", 60.0, time(6, 0), id="missing-day-falls-back-to-first"),
+        pytest.param("SUNDAY", None, time(9, 0), id="no-target"),
+        pytest.param(date(2026, 2, 11), 70.0, time(7, 0), id="date-a-wednesday"),
+        pytest.param(
+            datetime(2026, 2, 6, 0, 30, tzinfo=LONDON_SUMMER),
+            80.0,
+            time(8, 0),
+            id="aware-datetime-uses-its-own-local-day",
+        ),
+    ],
+)
+def test_target_soc_and_ready_by_per_day(
+    day: str | date, target: float | None, ready_by: time
+) -> None:
+    assert PER_DAY.target_soc_for(day) == target
+    assert PER_DAY.ready_by_for(day) == ready_by
+
+
+def test_no_schedules_no_target_or_ready_by() -> None:
+    empty = Preferences(mode=None, target_type=None, unit=None, charging_duration_capped=None)
+    assert empty.target_soc_for("MONDAY") is None
+    assert empty.ready_by_for(date(2026, 2, 9)) is None
 
 
 def test_device_tolerates_nulls_everywhere() -> None:

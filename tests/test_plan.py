@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -17,6 +18,7 @@ from ioagent.plan import (
     event_json,
     normalise,
     slot_json,
+    whole_second,
 )
 
 PLUS_ONE = timezone(timedelta(hours=1))
@@ -45,14 +47,14 @@ NORMALISE_CASES = [
         [
             Dispatch(
                 start=datetime(2026, 2, 7, 20, 30, 0, 123456, tzinfo=PLUS_ONE),
-                end=datetime(2026, 2, 7, 21, 0, 0, 999999, tzinfo=PLUS_ONE),
+                end=datetime(2026, 2, 7, 20, 59, 59, 999999, tzinfo=PLUS_ONE),
                 type=SMART,
                 kwh=1.5,
                 device_id="dev-1",
             )
         ],
         (slot("2026-02-07 19:30", "2026-02-07 20:00", 1.5),),
-        id="offset-to-utc-and-microseconds-truncated",
+        id="offset-to-utc-and-microseconds-rounded",
     ),
     pytest.param(
         [
@@ -136,7 +138,8 @@ NORMALISE_CASES = [
         [
             slot("2026-02-07 19:00", "2026-02-07 19:00"),
             slot("2026-02-07 19:00", "2026-02-07 18:00"),
-            slot("2026-02-07 19:00:00.2", "2026-02-07 19:00:00.9"),
+            slot("2026-02-07 19:00:00.2", "2026-02-07 19:00:00.4"),
+            slot("2026-02-07 19:00:00.6", "2026-02-07 19:00:01.4"),
         ],
         (),
         id="zero-negative-and-sub-second-slots-dropped",
@@ -150,6 +153,30 @@ def test_normalise(plan: list[Dispatch], expected: tuple[Dispatch, ...]) -> None
     assert normalise(normalise(plan)) == expected
 
 
+WHOLE_SECOND_CASES = [
+    pytest.param("2026-02-07 19:29:59.999500", "2026-02-07 19:30:00", id="just-before-rounds-up"),
+    pytest.param("2026-02-07 19:30:00.000100", "2026-02-07 19:30:00", id="just-after-rounds-down"),
+    pytest.param("2026-02-07 19:30:00.499999", "2026-02-07 19:30:00", id="under-half-down"),
+    pytest.param("2026-02-07 19:30:00.500000", "2026-02-07 19:30:01", id="half-up-to-odd"),
+    pytest.param("2026-02-07 19:30:01.500000", "2026-02-07 19:30:02", id="half-up-to-even"),
+    pytest.param("2026-02-07 19:30:02.500000", "2026-02-07 19:30:03", id="half-up-not-to-even"),
+    pytest.param("2026-02-07 19:30:00", "2026-02-07 19:30:00", id="whole-unchanged"),
+    pytest.param("2026-12-31 23:59:59.750000", "2027-01-01 00:00:00", id="carries-into-new-year"),
+    pytest.param("9999-12-31 23:59:59.999999", "9999-12-31 23:59:59", id="no-room-to-round-up"),
+]
+
+
+@pytest.mark.parametrize(("given", "expected"), WHOLE_SECOND_CASES)
+def test_whole_second(given: str, expected: str) -> None:
+    assert whole_second(utc(given)) == utc(expected)
+
+
+def test_whole_second_converts_to_utc_first() -> None:
+    local = datetime(2026, 2, 7, 20, 29, 59, 999500, tzinfo=PLUS_ONE)
+    assert whole_second(local) == utc("2026-02-07 19:30:00")
+    assert whole_second(local).tzinfo == UTC
+
+
 A = slot("2026-02-07 19:00", "2026-02-07 20:00", 2.0)
 B = slot("2026-02-07 22:00", "2026-02-07 23:00", 2.0)
 
@@ -159,7 +186,7 @@ DIFF_CASES = [
         [A],
         [
             Dispatch(
-                start=datetime(2026, 2, 7, 20, 0, 0, 500000, tzinfo=PLUS_ONE),
+                start=datetime(2026, 2, 7, 20, 0, 0, 400000, tzinfo=PLUS_ONE),
                 end=datetime(2026, 2, 7, 21, 0, tzinfo=PLUS_ONE),
                 type=SMART,
                 kwh=2.0,
@@ -168,6 +195,12 @@ DIFF_CASES = [
         ],
         [],
         id="reserialised-with-offset-and-microseconds",
+    ),
+    pytest.param(
+        [slot("2026-02-07 19:29:59.9995", "2026-02-07 20:15:00.0004", 2.0)],
+        [slot("2026-02-07 19:30:00.0001", "2026-02-07 20:14:59.9998", 2.0)],
+        [],
+        id="sub-second-noise-either-side-of-a-second",
     ),
     pytest.param([A, B], [B, A], [], id="reordered"),
     pytest.param([A], [A, B], [PlanEvent("slot_added", B, None)], id="added"),
@@ -470,20 +503,21 @@ def test_diff_of_a_plan_with_itself_is_empty(plan: list[Dispatch]) -> None:
 def test_reserialised_shuffled_copy_gives_no_event(
     plan: list[Dispatch], order: random.Random, offset_minutes: int
 ) -> None:
+    # Both answers report the same whole-second instants, each with its own sub-second noise
+    # of either sign, as the API does from one poll to the next.
     zone = timezone(timedelta(minutes=offset_minutes))
+
+    def noisy(instant: datetime) -> datetime:
+        noise = timedelta(microseconds=order.randint(-500_000, 499_999))
+        return instant.replace(microsecond=0) + noise
+
+    first = [replace(d, start=noisy(d.start), end=noisy(d.end)) for d in plan]
     copy = [
-        Dispatch(
-            start=d.start.astimezone(zone).replace(microsecond=d.start.microsecond // 2),
-            end=d.end.astimezone(zone).replace(microsecond=999999 - d.end.microsecond // 3),
-            type=d.type,
-            kwh=d.kwh,
-            location=d.location,
-            device_id=d.device_id,
-        )
+        replace(d, start=noisy(d.start).astimezone(zone), end=noisy(d.end).astimezone(zone))
         for d in plan
     ]
     order.shuffle(copy)
-    assert diff(plan, copy) == []
+    assert diff(first, copy) == []
 
 
 @settings(max_examples=300, deadline=None)

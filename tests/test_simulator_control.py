@@ -262,3 +262,28 @@ async def test_cli_stops_cleanly_on_sigterm() -> None:
             await process.wait()
     assert "Kraken simulator stopped." in rest
     assert "Traceback" not in rest
+
+
+@pytest.mark.parametrize("seconds", [1, 30, 59])
+def test_plug_in_within_the_last_minute_before_ready_by_plans_for_the_next_one(
+    seconds: int,
+) -> None:
+    # 07:29:xx in London: plans start at the next whole minute, which is the ready-by time.
+    clock = ManualClock(datetime(2026, 7, 14, 6, 29, seconds, tzinfo=UTC))
+    state = SimulatorState.with_default_account(clock=clock)
+    ev = state.device(DEFAULT_EV_ID)
+    state.plug(ev, True)
+    assert ev.planned, "the car should charge for tomorrow's 07:30"
+    assert min(item.start for item in ev.planned) == datetime(2026, 7, 14, 6, 30, tzinfo=UTC)
+    assert max(item.end for item in ev.planned) <= datetime(2026, 7, 15, 6, 30, tzinfo=UTC)
+    assert sum(item.kwh or 0 for item in ev.planned) == pytest.approx(30.0, abs=0.05)
+
+
+def test_plug_in_a_minute_before_ready_by_still_charges_for_it() -> None:
+    clock = ManualClock(datetime(2026, 7, 14, 6, 29, tzinfo=UTC))
+    state = SimulatorState.with_default_account(clock=clock)
+    ev = state.device(DEFAULT_EV_ID)
+    state.plug(ev, True)
+    assert [(item.start, item.end) for item in ev.planned] == [
+        (datetime(2026, 7, 14, 6, 29, tzinfo=UTC), datetime(2026, 7, 14, 6, 30, tzinfo=UTC))
+    ]

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from ioagent.simulator.control import ControlError, SimulatorControl
 from ioagent.simulator.server import RunningSimulator, run_simulator
 from ioagent.simulator.state import (
     DEFAULT_ACCOUNT,
@@ -265,6 +266,62 @@ async def test_another_accounts_data_is_unauthorized(harness: Harness) -> None:
     _status, planned = await harness.post(PLANNED, {"device": DEFAULT_CHARGER_ID}, token)
     assert error_codes(devices) == ["KT-CT-1111"]
     assert error_codes(planned) == ["KT-CT-4313"]
+
+
+VIEWER = "{ viewer { accounts { number } } }"
+
+
+async def test_a_key_can_see_several_accounts(harness: Harness) -> None:
+    before = await harness.token()
+    async with SimulatorControl(harness.sim.control_url) as control:
+        seen = await control.add_account(SECOND_ACCOUNT, DEFAULT_API_KEY)
+    assert seen == [DEFAULT_ACCOUNT, SECOND_ACCOUNT]
+    token = await harness.token()
+    assert jwt_claims(token)["accounts"] == [DEFAULT_ACCOUNT, SECOND_ACCOUNT]
+    _status, viewer = await harness.post(VIEWER, token=token)
+    assert viewer["data"]["viewer"]["accounts"] == [
+        {"number": DEFAULT_ACCOUNT},
+        {"number": SECOND_ACCOUNT},
+    ]
+    for account, device in ((DEFAULT_ACCOUNT, DEFAULT_EV_ID), (SECOND_ACCOUNT, DEFAULT_CHARGER_ID)):
+        _status, devices = await harness.post(DEVICES, {"account": account}, token)
+        assert [d["id"] for d in devices["data"]["devices"]] == [device]
+        _status, planned = await harness.post(PLANNED, {"device": device}, token)
+        assert planned == {"data": {"flexPlannedDispatches": []}}
+    # A token keeps the accounts its key saw at login; the other key is unchanged.
+    _status, old = await harness.post(VIEWER, token=before)
+    assert old["data"]["viewer"]["accounts"] == [{"number": DEFAULT_ACCOUNT}]
+    _status, other = await harness.post(VIEWER, token=await harness.token(SECOND_API_KEY))
+    assert other["data"]["viewer"]["accounts"] == [{"number": SECOND_ACCOUNT}]
+
+
+async def test_control_adds_an_account_with_a_new_key(harness: Harness) -> None:
+    new_key = "sk_test_ioagent_simulator_family"
+    async with SimulatorControl(harness.sim.control_url) as control:
+        assert await control.add_account("A-SIM00003", new_key) == ["A-SIM00003"]
+        assert await control.add_account(DEFAULT_ACCOUNT, new_key) == [
+            DEFAULT_ACCOUNT,
+            "A-SIM00003",
+        ]
+        with pytest.raises(ControlError) as caught:
+            await control.add_account(DEFAULT_ACCOUNT, "")
+        assert caught.value.status == 400
+        snapshot = await control.state()
+    assert new_key not in json.dumps(snapshot)
+    assert [a["number"] for a in snapshot["accounts"]] == [
+        DEFAULT_ACCOUNT,
+        SECOND_ACCOUNT,
+        "A-SIM00003",
+    ]
+    _status, viewer = await harness.post(VIEWER, token=await harness.token(new_key))
+    assert viewer["data"]["viewer"]["accounts"] == [
+        {"number": DEFAULT_ACCOUNT},
+        {"number": "A-SIM00003"},
+    ]
+    _status, devices = await harness.post(
+        DEVICES, {"account": "A-SIM00003"}, await harness.token(new_key)
+    )
+    assert devices == {"data": {"devices": []}}
 
 
 async def test_plug_in_produces_a_smart_plan_on_the_wire(harness: Harness) -> None:

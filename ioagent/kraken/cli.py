@@ -31,7 +31,7 @@ from ioagent.kraken.errors import (
     RateLimited,
     TransientError,
 )
-from ioagent.kraken.types import CompletedDispatch, Device, Dispatch, Preferences, Schedule
+from ioagent.kraken.types import CompletedDispatch, Device, Dispatch, Preferences
 from ioagent.logs import configure_logging, redact
 from ioagent.timeutil import iso_z, utc_now
 
@@ -165,9 +165,10 @@ def _table(rows: Sequence[Sequence[str]], indent: str = "    ") -> list[str]:
     ]
 
 
-def _target(schedule: Schedule) -> str:
-    target = f"{schedule.max:g}% " if schedule.max is not None else ""
-    return f"{target}by {schedule.time:%H:%M}"
+def _target(preferences: Preferences, day: str) -> str:
+    soc, ready_by = preferences.target_soc_for(day), preferences.ready_by_for(day)
+    target = f"{soc:g}% " if soc is not None else ""
+    return target + (f"by {ready_by:%H:%M}" if ready_by is not None else "no ready-by time")
 
 
 def _describe_preferences(preferences: Preferences | None) -> str:
@@ -175,11 +176,12 @@ def _describe_preferences(preferences: Preferences | None) -> str:
         return "none"
     cap = preferences.charging_duration_capped or "unknown"
     head = f"{preferences.mode or '?'}, 6-hour cap {cap}"
-    distinct = {(s.time, s.max) for s in preferences.schedules}
-    if len(distinct) == 1 and len(preferences.schedules) == 7:
-        return f"target {_target(preferences.schedules[0])} every day ({head})"
-    days = ", ".join(f"{s.day_of_week[:3].title()} {_target(s)}" for s in preferences.schedules)
-    return f"{days} ({head})"
+    days = [s.day_of_week for s in preferences.schedules]
+    same = {(preferences.target_soc_for(day), preferences.ready_by_for(day)) for day in days}
+    if len(days) == 7 and len(same) == 1:
+        return f"target {_target(preferences, days[0])} every day ({head})"
+    listed = ", ".join(f"{day[:3].title()} {_target(preferences, day)}" for day in days)
+    return f"{listed} ({head})"
 
 
 def report_table(report: Report, zone: ZoneInfo) -> str:

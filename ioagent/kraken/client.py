@@ -320,11 +320,11 @@ def _schedule_values(
     preferences: Preferences, day: str, *, soc: int | None, ready_by: time | None
 ) -> dict[str, Any]:
     """One day's ``time`` (HH:MM) and ``max`` after applying the change."""
-    current = preferences.schedule_for(day)
-    if current is None:
+    current_time = preferences.ready_by_for(day)
+    if current_time is None:
         raise CommandRefused("the device has no charging schedule to change")
-    target = soc if soc is not None else current.max
+    target = soc if soc is not None else preferences.target_soc_for(day)
     if target is None:
         raise CommandRefused(f"the {day.lower()} schedule has no target to keep")
-    when = ready_by if ready_by is not None else current.time
+    when = ready_by if ready_by is not None else current_time
     return {"time": when.strftime("%H:%M"), "max": target}

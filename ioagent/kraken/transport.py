@@ -43,12 +43,18 @@ class TokenProvider(Protocol):
     def invalidate(self, rejected: str | None = None) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class GraphQLResult:
     """``data`` (never None; empty when the server sent none) and the ``errors`` array."""
 
     data: dict[str, Any]
     errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        # Names and codes only: ``data`` of an obtainKrakenToken answer holds the JWT and the
+        # refresh token, and a repr ends up in logs and tracebacks.
+        codes = [error_code(error) for error in self.errors]
+        return f"GraphQLResult(keys={sorted(self.data)!r}, errors={codes!r})"
 
     def errors_for(self, key: str, field_name: str | None = None) -> list[dict[str, Any]]:
         """Errors that belong to response key ``key`` (or its field name), or to no key at all."""

@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -93,11 +93,27 @@ class Preferences:
     charging_duration_capped: str | None
     schedules: tuple[Schedule, ...] = ()
 
-    def schedule_for(self, day_of_week: str) -> Schedule | None:
+    def schedule_for(self, day: str | date) -> Schedule | None:
+        """The schedule for ``day``: a :data:`DAYS_OF_WEEK` name, or a local date's weekday.
+
+        A day the API left out (or sent malformed) falls back to the first schedule there is,
+        the same one a read-modify-write would write back for it; None without any schedule.
+        """
+        name = DAYS_OF_WEEK[day.weekday()] if isinstance(day, date) else day.upper()
         for schedule in self.schedules:
-            if schedule.day_of_week == day_of_week:
+            if schedule.day_of_week == name:
                 return schedule
         return self.schedules[0] if self.schedules else None
+
+    def target_soc_for(self, day: str | date) -> float | None:
+        """The target state of charge (percent) for ``day`` (see :meth:`schedule_for`)."""
+        schedule = self.schedule_for(day)
+        return None if schedule is None else schedule.max
+
+    def ready_by_for(self, day: str | date) -> time | None:
+        """The ready-by time of day for ``day`` (see :meth:`schedule_for`)."""
+        schedule = self.schedule_for(day)
+        return None if schedule is None else schedule.time
 
 
 @dataclass(frozen=True, slots=True)

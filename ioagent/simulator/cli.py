@@ -1,4 +1,8 @@
-"""``ioagent simulator``: serve the Kraken simulator with the default accounts until interrupted."""
+"""``ioagent simulator``: serve the Kraken simulator with the default accounts until interrupted.
+
+Unlike the simulator the tests and the demo start, this one plugs the car in at start (unless
+``--unplugged``), so that ``ioagent dispatches`` pointed at it shows a plan straight away.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from datetime import timedelta
 from typing import TextIO
 
 from ioagent.simulator.server import RunningSimulator, run_simulator
@@ -17,9 +22,19 @@ from ioagent.simulator.state import (
 )
 from ioagent.timeutil import utc_now
 
+DEFAULT_JWT_LIFETIME = timedelta(hours=1)
+
+
+def _ev_line(state: SimulatorState) -> str:
+    ev = state.device(DEFAULT_EV_ID)
+    if not ev.plugged:
+        return "unplugged (plug it in with POST /control/plug)"
+    return f"plugged in at {ev.soc_percent:g} %, planned dispatches: {len(ev.planned)}"
+
 
 def banner(running: RunningSimulator) -> str:
     # The key is a published test key of the simulator, not a secret, so printing it is intended.
+    lifetime = running.state.jwt_lifetime.total_seconds()
     return "\n".join(
         [
             "Kraken simulator running.",
@@ -28,7 +43,16 @@ def banner(running: RunningSimulator) -> str:
             f"  API key:        {DEFAULT_API_KEY}",
             f"  Account number: {DEFAULT_ACCOUNT}",
             f"  EV device id:   {DEFAULT_EV_ID}",
-            "Set api_url to the GraphQL URL in ioagent's [octopus] config. Ctrl-C stops.",
+            f"  EV:             {_ev_line(running.state)}",
+            f"  JWT lifetime:   {lifetime:g} s",
+            "",
+            "ioagent config for it (save as sim.toml, then: ioagent dispatches --config sim.toml):",
+            "",
+            "[octopus]",
+            f'api_url = "{running.graphql_url}"',
+            f'api_key = "{DEFAULT_API_KEY}"',
+            "",
+            "Ctrl-C stops.",
         ]
     )
 
@@ -39,6 +63,9 @@ async def serve(
     out: TextIO,
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
+    *,
+    plugged: bool = True,
+    jwt_lifetime: timedelta = DEFAULT_JWT_LIFETIME,
 ) -> None:
     """Serve until ``stop`` is set, or until SIGINT/SIGTERM; ``ready`` is set once listening."""
     stop = stop or asyncio.Event()
@@ -51,7 +78,9 @@ async def serve(
         except (NotImplementedError, RuntimeError):
             pass  # not the main thread, or Windows: Ctrl-C still raises KeyboardInterrupt
     try:
-        state = SimulatorState.with_default_account(clock=utc_now)
+        state = SimulatorState.with_default_account(clock=utc_now, jwt_lifetime=jwt_lifetime)
+        if plugged:
+            state.plug(state.device(DEFAULT_EV_ID), True)
         async with run_simulator(state, host=host, port=port) as running:
             print(banner(running), file=out, flush=True)
             if ready is not None:
@@ -65,7 +94,15 @@ async def serve(
 
 def cli_simulator(args: argparse.Namespace) -> int:
     try:
-        asyncio.run(serve(args.host, args.port, sys.stdout))
+        asyncio.run(
+            serve(
+                args.host,
+                args.port,
+                sys.stdout,
+                plugged=not args.unplugged,
+                jwt_lifetime=args.jwt_lifetime,
+            )
+        )
     except KeyboardInterrupt:
         return 0
     except OSError as exc:

@@ -126,6 +126,14 @@ class SimulatorControl:
         }
         await self._request("POST", "/completed", body)
 
+    async def add_account(self, number: str, api_key: str) -> list[str]:
+        """Let ``api_key`` see account ``number`` (created, without devices, if new).
+
+        Returns every account the key sees now.
+        """
+        result = await self._request("POST", "/accounts", {"number": number, "api_key": api_key})
+        return [str(n) for n in result["accounts"]]
+
     async def plug(self, device_id: str, plugged: bool) -> dict[str, Any]:
         result: dict[str, Any] = await self._request(
             "POST", "/plug", {"device_id": device_id, "plugged": plugged}

@@ -154,6 +154,17 @@ async def add_completed(request: web.Request) -> web.StreamResponse:
     return _ok(start=iso_z(item.start), end=iso_z(item.end))
 
 
+async def add_account(request: web.Request) -> web.StreamResponse:
+    state, body = _state(request), await _body(request)
+    number, api_key = _text(body, "number"), _text(body, "api_key")
+    if number in state.accounts:
+        state.share_account(number, api_key)
+    else:
+        state.add_account(number, api_key)
+    # Account numbers only: the keys stay out of every control answer.
+    return _ok(accounts=state.accounts_for_key(api_key))
+
+
 async def plug(request: web.Request) -> web.StreamResponse:
     state, body = _state(request), await _body(request)
     device = _device(state, body)
@@ -222,6 +233,7 @@ def add_control_routes(app: web.Application) -> None:
     app.router.add_post("/control/dispatches/shift", shift_dispatch)
     app.router.add_post("/control/dispatches/clear", clear_dispatches)
     app.router.add_post("/control/completed", add_completed)
+    app.router.add_post("/control/accounts", add_account)
     app.router.add_post("/control/plug", plug)
     app.router.add_post("/control/soc", set_soc)
     app.router.add_post("/control/device_state", set_device_state)

@@ -71,22 +71,29 @@ class RequestContext:
     authorization: str | None
     fault: Fault | None = None
     account: str | None = None
+    """The first account the token sees; the call counters charge the request to it."""
+    accounts: tuple[str, ...] = ()
     _auth_error: KrakenError | None = field(default=None, repr=False)
     _authenticated: bool = False
 
-    def require_account(self) -> str:
+    def require_accounts(self) -> tuple[str, ...]:
+        """The accounts the request's token sees; raises the auth error otherwise."""
         if self.fault is not None and self.fault.kind == "auth_error":
             raise KrakenError("KT-CT-1124", "Signature of the JWT has expired.", "AUTHORIZATION")
         if not self._authenticated:
             self._authenticated = True
             try:
-                self.account = self.state.authenticate(self.authorization)
+                self.accounts = self.state.authenticate_all(self.authorization)
+                self.account = self.accounts[0]
             except KrakenError as exc:
                 self._auth_error = exc
         if self._auth_error is not None:
             raise self._auth_error
-        assert self.account is not None
-        return self.account
+        return self.accounts
+
+    def require_access(self, account_number: str) -> None:
+        if account_number not in self.require_accounts():
+            raise unauthorized()
 
     def field_fault(self, field_name: str) -> KrakenError | None:
         fault = self.fault
@@ -114,7 +121,7 @@ def _kraken_field(resolver: Resolver) -> Resolver:
         try:
             fault = context.field_fault(info.field_name)
             if fault is not None and info.field_name != AUTH_FIELD:
-                context.require_account()
+                context.require_accounts()
             if fault is not None:
                 raise fault
             return resolver(context, **args)
@@ -200,31 +207,25 @@ def _token_data(grant: TokenGrant) -> dict[str, Any]:
 
 
 def _viewer(context: RequestContext) -> dict[str, Any]:
-    account = context.require_account()
-    return {"accounts": [{"number": n} for n in context.state.account_numbers(account)]}
+    return {"accounts": [{"number": n} for n in context.require_accounts()]}
 
 
 def _devices(
     context: RequestContext, accountNumber: str, deviceId: str | None = None
 ) -> list[dict[str, Any]]:
-    account = context.require_account()
-    if accountNumber != account:
-        raise unauthorized()
-    return [_device_data(d) for d in context.state.devices_for(account, deviceId)]
+    context.require_access(accountNumber)
+    return [_device_data(d) for d in context.state.devices_for(accountNumber, deviceId)]
 
 
 def _flex_planned(context: RequestContext, deviceId: str) -> list[dict[str, Any]]:
-    account = context.require_account()
-    device = context.state.owned_device(account, deviceId)
-    context.state.check_rate_limit(account)
+    device = context.state.owned_device(context.require_accounts(), deviceId)
+    context.state.check_rate_limit(device.account)
     return [_planned_data(item) for item in context.state.planned_for(device)]
 
 
 def _completed(context: RequestContext, accountNumber: str) -> list[dict[str, Any]]:
-    account = context.require_account()
-    if accountNumber != account:
-        raise unauthorized()
-    return [_completed_data(item) for item in context.state.completed_for(account)]
+    context.require_access(accountNumber)
+    return [_completed_data(item) for item in context.state.completed_for(accountNumber)]
 
 
 def _obtain_token(context: RequestContext, input: dict[str, Any]) -> dict[str, Any]:
@@ -241,13 +242,13 @@ def _obtain_token(context: RequestContext, input: dict[str, Any]) -> dict[str, A
 
 
 def _set_preferences(context: RequestContext, input: dict[str, Any]) -> dict[str, Any]:
-    device = context.state.owned_device(context.require_account(), input["deviceId"])
+    device = context.state.owned_device(context.require_accounts(), input["deviceId"])
     context.state.set_preferences(device, list(input["schedules"]))
     return _device_data(device)
 
 
 def _boost(context: RequestContext, input: dict[str, Any]) -> dict[str, Any]:
-    device = context.state.owned_device(context.require_account(), input["deviceId"])
+    device = context.state.owned_device(context.require_accounts(), input["deviceId"])
     if input["action"] == "BOOST":
         context.state.boost(device)
     else:
@@ -256,7 +257,7 @@ def _boost(context: RequestContext, input: dict[str, Any]) -> dict[str, Any]:
 
 
 def _smart_control(context: RequestContext, input: dict[str, Any]) -> dict[str, Any]:
-    device = context.state.owned_device(context.require_account(), input["deviceId"])
+    device = context.state.owned_device(context.require_accounts(), input["deviceId"])
     if input["action"] == "SUSPEND":
         context.state.suspend(device)
     else:

@@ -145,6 +145,8 @@ class SimDevice:
 class SimAccount:
     number: str
     api_key: str = field(repr=False)
+    shared_with: list[str] = field(default_factory=list, repr=False)
+    """Other API keys that also see this account (a user with several accounts)."""
 
 
 @dataclass
@@ -157,13 +159,13 @@ class TokenGrant:
 
 @dataclass
 class _IssuedJwt:
-    account: str
+    accounts: tuple[str, ...]
     expires_at: datetime
 
 
 @dataclass
 class _RefreshGrant:
-    account: str
+    accounts: tuple[str, ...]
     expires_at: datetime
 
 
@@ -281,6 +283,23 @@ class SimulatorState:
         self.accounts[number] = account
         return account
 
+    def share_account(self, number: str, api_key: str) -> None:
+        """Let ``api_key`` see account ``number`` as well as its own (from its next login)."""
+        account = self.accounts.get(number)
+        if account is None:
+            raise LookupError(f"unknown account {number}")
+        if account.api_key != api_key and api_key not in account.shared_with:
+            account.shared_with.append(api_key)
+
+    def accounts_for_key(self, api_key: str) -> list[str]:
+        """The accounts an API key sees, in the order they were added."""
+        return [
+            account.number
+            for account in self.accounts.values()
+            if secrets.compare_digest(account.api_key, api_key)
+            or any(secrets.compare_digest(key, api_key) for key in account.shared_with)
+        ]
+
     def add_device(self, device: SimDevice) -> SimDevice:
         if device.account not in self.accounts:
             raise LookupError(f"unknown account {device.account}")
@@ -327,14 +346,14 @@ class SimulatorState:
 
     # --- authentication ----------------------------------------------------------------------
 
-    def _issue(self, account: str, refresh_token: str | None) -> TokenGrant:
+    def _issue(self, accounts: tuple[str, ...], refresh_token: str | None) -> TokenGrant:
         now = self.now()
         expires_at = now + self.jwt_lifetime
         jti = str(uuid.uuid4())
         payload: dict[str, Any] = {
-            "sub": f"kraken|account-user:{account}",
+            "sub": f"kraken|account-user:{accounts[0]}",
             "gty": "EMAIL-AND-PASSWORD" if refresh_token is None else "REFRESH-TOKEN",
-            "accounts": [account],
+            "accounts": list(accounts),
             "jti": jti,
             "tokenUse": "access",
             "iss": ISSUER,
@@ -343,7 +362,7 @@ class SimulatorState:
             "origIat": int(now.timestamp()),
         }
         token = jwt.encode(payload, self._jwt_secret, algorithm="HS256")
-        self._jwts[jti] = _IssuedJwt(account, datetime.fromtimestamp(payload["exp"], UTC))
+        self._jwts[jti] = _IssuedJwt(accounts, datetime.fromtimestamp(payload["exp"], UTC))
         self._jwts_issued += 1
         if refresh_token is None:
             refresh_expires = now + self.refresh_lifetime
@@ -351,29 +370,28 @@ class SimulatorState:
             # Refreshing never extends the refresh token's life.
             refresh_expires = self._refresh[refresh_token].expires_at
         new_refresh = secrets.token_hex(32)
-        self._refresh[new_refresh] = _RefreshGrant(account, refresh_expires)
+        self._refresh[new_refresh] = _RefreshGrant(accounts, refresh_expires)
         return TokenGrant(token, new_refresh, refresh_expires, payload)
 
     def obtain_token_with_key(self, api_key: str) -> TokenGrant:
-        for account in self.accounts.values():
-            if secrets.compare_digest(account.api_key, api_key):
-                return self._issue(account.number, None)
-        raise KrakenError("KT-CT-1139", "Authentication failed.", "VALIDATION")
+        # A token sees the accounts its key saw at login; refreshing it keeps that list.
+        accounts = tuple(self.accounts_for_key(api_key))
+        if not accounts:
+            raise KrakenError("KT-CT-1139", "Authentication failed.", "VALIDATION")
+        return self._issue(accounts, None)
 
     def obtain_token_with_refresh(self, refresh_token: str) -> TokenGrant:
         grant = self._refresh.get(refresh_token)
         if grant is None or grant.expires_at <= self.now():
             raise KrakenError("KT-CT-1135", "Invalid data.", "VALIDATION")
-        return self._issue(grant.account, refresh_token)
-
-    def account_for_api_key(self, api_key: str) -> str | None:
-        for account in self.accounts.values():
-            if secrets.compare_digest(account.api_key, api_key):
-                return account.number
-        return None
+        return self._issue(grant.accounts, refresh_token)
 
     def authenticate(self, header: str | None) -> str:
-        """The account a request's ``Authorization`` header belongs to, or a KrakenError."""
+        """The first account a request's ``Authorization`` header sees, or a KrakenError."""
+        return self.authenticate_all(header)[0]
+
+    def authenticate_all(self, header: str | None) -> tuple[str, ...]:
+        """Every account a request's ``Authorization`` header sees, or a KrakenError."""
         if not header:
             raise unauthorized()
         token = header.strip()
@@ -398,7 +416,7 @@ class SimulatorState:
             )
         if issued.expires_at <= self.now():
             raise KrakenError("KT-CT-1124", "Signature of the JWT has expired.", "AUTHORIZATION")
-        return issued.account
+        return issued.accounts
 
     def expire_tokens(self, refresh: bool = False) -> None:
         now = self.now()
@@ -410,9 +428,6 @@ class SimulatorState:
 
     # --- queries -----------------------------------------------------------------------------
 
-    def account_numbers(self, account: str) -> list[str]:
-        return [account]
-
     def devices_for(self, account: str, device_id: str | None = None) -> list[SimDevice]:
         if account not in self.accounts:
             raise unauthorized()
@@ -421,9 +436,10 @@ class SimulatorState:
             found = [d for d in found if d.id == device_id]
         return found
 
-    def owned_device(self, account: str, device_id: str) -> SimDevice:
+    def owned_device(self, accounts: tuple[str, ...], device_id: str) -> SimDevice:
+        """A device of one of ``accounts`` (those the request's token sees)."""
         device = self.devices.get(device_id)
-        if device is None or device.account != account:
+        if device is None or device.account not in accounts:
             raise KrakenError("KT-CT-4313", "Could not find a device with the given ID.")
         return device
 
@@ -560,7 +576,9 @@ class SimulatorState:
 
     def _ready_by(self, device: SimDevice) -> planner.ReadyBy | None:
         schedules = [(s.day_of_week, s.time, s.max) for s in device.preferences.schedules]
-        return planner.next_ready_by(self.now(), schedules)
+        # Plans start at the next whole minute; a ready-by before that cannot be charged for,
+        # so the one after it is the deadline (else a plug-in at 07:29:30 planned nothing).
+        return planner.next_ready_by(planner.ceil_minute(self.now()), schedules)
 
     def _drop_smart(self, device: SimDevice) -> None:
         """Withdraw every SMART slot; the part of a running one already charged is completed."""
