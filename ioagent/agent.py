@@ -256,12 +256,14 @@ class AccountAgent:
         prefs = device.preferences
         if prefs is None:
             return
-        today = now.astimezone(self.rules().zone).strftime("%A").upper()
-        schedule = prefs.schedule_for(today)
-        if schedule is not None:
-            if schedule.max is not None:
-                await self._put(t.target_soc, str(round(schedule.max)))
-            await self._put(t.ready_by, schedule.time.strftime("%H:%M"))
+        # The local date, not strftime("%A"): a weekday name depends on the process's locale.
+        today = now.astimezone(self.rules().zone).date()
+        target_soc = prefs.target_soc_for(today)
+        ready_by = prefs.ready_by_for(today)
+        if target_soc is not None:
+            await self._put(t.target_soc, str(round(target_soc)))
+        if ready_by is not None:
+            await self._put(t.ready_by, ready_by.strftime("%H:%M"))
         await self._put(
             t.preferences,
             json.dumps(
