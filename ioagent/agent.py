@@ -31,6 +31,7 @@ from ioagent.plan import (
     diff,
     drop_finished,
     event_json,
+    located,
     slot_json,
 )
 from ioagent.publisher import Publisher
@@ -159,8 +160,11 @@ class AccountAgent:
 
     @property
     def plan(self) -> list[Dispatch]:
+        """Every device's effective plan, each slot located by the completed dispatches."""
         merged = [slot for slots in self.plans.values() for slot in slots]
-        return sorted(merged, key=lambda d: (d.start, d.end, d.device_id or "", d.type))
+        ordered = sorted(merged, key=lambda d: (d.start, d.end, d.device_id or "", d.type))
+        # A slot Octopus later reports as completed AWAY no longer makes the house off-peak.
+        return list(located(ordered, self.completed))
 
     def rules(self) -> TariffRules:
         device = self.primary_device

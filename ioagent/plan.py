@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from ioagent.kraken.types import Dispatch
+from ioagent.kraken.types import CompletedDispatch, Dispatch
 from ioagent.timeutil import iso_z, to_utc
 
 EventKind = Literal["slot_added", "slot_removed", "slot_changed"]
@@ -294,3 +294,29 @@ __all__ = [
     "slot_json",
     "whole_second",
 ]
+
+
+def located(
+    plan: Iterable[Dispatch], completed: Iterable[CompletedDispatch]
+) -> tuple[Dispatch, ...]:
+    """``plan`` with each slot's location taken from the completed dispatches that overlap it.
+
+    Planned dispatches carry no location, so a slot counts as at home until Octopus reports it
+    completed (``meta.location``). A slot gets a location only when every overlapping completed
+    record of its type that has one agrees; a slot that already has a location keeps it.
+    """
+    records = [c.as_dispatch() for c in completed]
+    result: list[Dispatch] = []
+    for slot in plan:
+        if slot.location is None:
+            found = {
+                record.location
+                for record in records
+                if record.location is not None
+                and record.type == slot.type
+                and _overlaps(record, slot)
+            }
+            if len(found) == 1:
+                slot = replace(slot, location=found.pop())
+        result.append(slot)
+    return tuple(result)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ioagent.kraken.types import AT_HOME, AWAY, BOOST, SMART, TEST, Dispatch
+from ioagent.kraken.types import AT_HOME, AWAY, BOOST, SMART, TEST, CompletedDispatch, Dispatch
 from ioagent.plan import (
     PlanEvent,
     apply_events,
@@ -16,6 +16,7 @@ from ioagent.plan import (
     diff,
     drop_finished,
     event_json,
+    located,
     normalise,
     slot_json,
     whole_second,
@@ -548,3 +549,69 @@ def test_normalised_plan_has_no_mergeable_neighbours(plan: list[Dispatch]) -> No
                 second.location,
             )
             assert not (same and first.start <= second.end and second.start <= first.end)
+
+
+def completed(
+    start: str, end: str, location: str | None, source: str | None = "smart-charge"
+) -> CompletedDispatch:
+    return CompletedDispatch(
+        start=utc(start), end=utc(end), kwh=3.0, source=source, location=location
+    )
+
+
+EVENING = slot("2026-11-23T19:30:00", "2026-11-23T20:15:00", 3.4)
+LOCATED_CASES = [
+    pytest.param([], EVENING, None, id="no-completed-record-counts-as-home"),
+    pytest.param(
+        [completed("2026-11-23T19:30:00", "2026-11-23T20:15:00", AWAY)],
+        EVENING,
+        AWAY,
+        id="completed-away",
+    ),
+    pytest.param(
+        [completed("2026-11-23T19:45:00", "2026-11-23T20:00:00", AT_HOME)],
+        EVENING,
+        AT_HOME,
+        id="completed-part-at-home",
+    ),
+    pytest.param(
+        [completed("2026-11-23T19:30:00", "2026-11-23T20:15:00", None)],
+        EVENING,
+        None,
+        id="completed-without-location",
+    ),
+    pytest.param(
+        [completed("2026-11-23T20:15:00", "2026-11-23T21:00:00", AWAY)],
+        EVENING,
+        None,
+        id="adjacent-not-overlapping",
+    ),
+    pytest.param(
+        [completed("2026-11-23T19:30:00", "2026-11-23T20:15:00", AWAY, source="bump-charge")],
+        EVENING,
+        None,
+        id="a-boost-record-does-not-locate-a-smart-slot",
+    ),
+    pytest.param(
+        [
+            completed("2026-11-23T19:30:00", "2026-11-23T19:50:00", AT_HOME),
+            completed("2026-11-23T19:50:00", "2026-11-23T20:15:00", AWAY),
+        ],
+        EVENING,
+        None,
+        id="records-disagree",
+    ),
+    pytest.param(
+        [completed("2026-11-23T19:30:00", "2026-11-23T20:15:00", AWAY)],
+        replace(EVENING, location=AT_HOME),
+        AT_HOME,
+        id="a-known-location-is-kept",
+    ),
+]
+
+
+@pytest.mark.parametrize(("records", "planned", "expected"), LOCATED_CASES)
+def test_located(records: list[CompletedDispatch], planned: Dispatch, expected: str | None) -> None:
+    [result] = located([planned], records)
+    assert result.location == expected
+    assert replace(result, location=planned.location) == planned, "only the location changes"

@@ -1,4 +1,4 @@
-"""What the ``api`` topic says right after a start, before any call to Octopus."""
+"""The account agent without a broker: what it publishes after a restart and after a poll."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 
 from ioagent.agent import AccountAgent
 from ioagent.async_store import AsyncStore
 from ioagent.config import TariffSettings
-from ioagent.kraken.client import KrakenClient
+from ioagent.kraken.client import KrakenClient, PollResult
+from ioagent.kraken.types import AT_HOME, AWAY, SMART, CompletedDispatch, Dispatch
 from ioagent.topics import Topics
 
 NOW = datetime(2026, 11, 23, 18, 0, 7, tzinfo=UTC)
@@ -29,21 +31,27 @@ class RecordingPublisher:
             self.retained[topic] = payload
 
 
-async def restored_api(store: AsyncStore) -> str | None:
-    publisher = RecordingPublisher()
-    # Never called: restore() works from the store alone, before any API call.
-    client = KrakenClient("http://127.0.0.1:9/", SecretStr("sk_test_unused"), clock=lambda: NOW)
-    agent = AccountAgent(
+def offline_agent(
+    publisher: RecordingPublisher, store: AsyncStore | None, now: datetime = NOW
+) -> AccountAgent:
+    # Its client is never called: these tests feed the agent directly.
+    client = KrakenClient("http://127.0.0.1:9/", SecretStr("sk_test_unused"), clock=lambda: now)
+    return AccountAgent(
         account=ACCOUNT,
         client=client,
         publisher=publisher,
         store=store,
         topics=TOPICS,
         tariff=TariffSettings(),
-        clock=lambda: NOW,
+        clock=lambda: now,
     )
+
+
+async def restored_api(store: AsyncStore) -> str | None:
+    publisher = RecordingPublisher()
+    agent = offline_agent(publisher, store)
     await agent.restore()
-    await client.close()
+    await agent.client.close()
     return publisher.retained.get(TOPICS.api)
 
 
@@ -81,3 +89,25 @@ async def test_a_restart_shows_the_last_known_api_state_and_the_datas_age(tmp_pa
     assert health["last_error"] == previous["last_error"]
     assert health["last_error_at"] == previous["last_error_at"]
     assert health["stale_seconds"] == 2 * 3600
+
+
+@pytest.mark.parametrize(
+    ("location", "offpeak"),
+    [(None, "true"), (AT_HOME, "true"), (AWAY, "false")],
+)
+async def test_a_slot_completed_away_does_not_make_the_house_offpeak(
+    location: str | None, offpeak: str
+) -> None:
+    now = datetime(2026, 11, 23, 19, 40, tzinfo=UTC)  # the evening peak, outside 23:30-05:30
+    start, end = now - timedelta(minutes=10), now + timedelta(minutes=35)
+    publisher = RecordingPublisher()
+    agent = offline_agent(publisher, None, now)
+    planned = Dispatch(start=start, end=end, type=SMART, kwh=3.0, device_id="dev-1")
+    # Octopus's completed record (with its location) can arrive while the slot still runs.
+    record = CompletedDispatch(start, now, 1.2, "smart-charge", location)
+    await agent.apply(
+        PollResult(devices=None, planned={"dev-1": [planned]}, completed=[record]), now
+    )
+    await agent.client.close()
+    assert publisher.retained[TOPICS.offpeak] == offpeak
+    assert publisher.retained[TOPICS.dispatching] == "true", "the car charges either way"
