@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import math
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -625,3 +626,23 @@ async def test_a_reply_made_while_the_broker_is_away_is_sent_on_reconnect(broker
     inbox_properties = replies["requester/inbox"].properties
     assert inbox_properties is not None
     assert inbox_properties.CorrelationData == b"req-7"  # type: ignore[attr-defined]
+
+
+async def assert_nagle_is_off(bridge: MqttBridge) -> None:
+    async with running(bridge):
+        client = bridge._client
+        assert client is not None
+        sock = client._client.socket()
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+async def test_the_broker_socket_sends_small_publishes_at_once(broker: Broker) -> None:
+    await assert_nagle_is_off(make_bridge(broker))
+
+
+async def test_the_tls_broker_socket_sends_small_publishes_at_once(
+    broker: Broker, tls_broker: Path
+) -> None:
+    tls = {"enabled": True, "ca_file": tls_broker, "insecure": True}
+    await assert_nagle_is_off(make_bridge(broker, tls=tls))
