@@ -21,6 +21,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -145,6 +146,10 @@ def test_runtime_stage_settings(instructions: list[Instruction]) -> None:
     assert env["IOAGENT_CONFIG"] == "/config/config.toml"
     assert env["PATH"].startswith("/opt/venv/bin:")
     assert "TZ" in env
+    # Zone data without apt in the runtime stage: the tzdata wheel is one of ioagent's
+    # dependencies, so the venv copied from the builder carries Europe/London on every arch.
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(re.match(r"tzdata\b", dependency) for dependency in dependencies)
     user = _only(runtime, "USER").arguments
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) != 0
