@@ -1,19 +1,55 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from ioagent.simulator.server import RunningSimulator, run_simulator
-from ioagent.simulator.state import SimulatorState
+from ioagent.simulator.state import SimulatorState, TokenGrant
 from ioagent.timeutil import utc_now
+from tests import canary
 from tests.broker import Broker
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", help="also run long soak tests")
+
+
+@pytest.fixture(autouse=True)
+def watch_issued_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every JWT and refresh token an in-process simulator issues becomes a watched secret."""
+    issue = SimulatorState._issue
+
+    def recording_issue(self: SimulatorState, *args: Any, **kwargs: Any) -> TokenGrant:
+        grant = issue(self, *args, **kwargs)
+        canary.issued(grant.token, grant.refresh_token)
+        return grant
+
+    monkeypatch.setattr(SimulatorState, "_issue", recording_issue)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """Fail a passing test whose output or MQTT traffic showed a secret (tests/canary.py)."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "call":
+        return
+    leaks = canary.take_mqtt_leaks()
+    for name, text in (
+        ("stdout", report.capstdout),
+        ("stderr", report.capstderr),
+        ("log", report.caplog),
+    ):
+        leaks += [f"{leak} in captured {name}" for leak in canary.found_in(text)]
+    if leaks and report.passed:
+        report.outcome = "failed"
+        report.longrepr = "secret leaked: " + "; ".join(sorted(set(leaks)))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -21,6 +21,7 @@ from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY
 from ioagent.timeutil import Clock, parse_iso, utc_now
 from ioagent.topics import Topics
+from tests import canary
 from tests.broker import Broker
 
 
@@ -63,6 +64,7 @@ class Watcher:
                             if isinstance(payload, bytes | bytearray)
                             else str(payload)
                         )
+                        canary.check_message(str(message.topic), text)
                         props = message.properties
                         corr = getattr(props, "CorrelationData", None) if props else None
                         async with self._changed:

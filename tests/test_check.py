@@ -29,10 +29,11 @@ from ioagent.check import (
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, DEFAULT_EV_ID
 from tests.broker import Broker, free_port
+from tests.canary import secret
 
 REPO = Path(__file__).resolve().parent.parent
 MQTT_USER = "ioagent"
-MQTT_PASSWORD = "check-horse-battery-staple"
+MQTT_PASSWORD = secret("check-horse-battery-staple")
 
 # --- pure helpers ----------------------------------------------------------------------------
 
@@ -181,8 +182,8 @@ def secured_broker(broker: Broker, tmp_path: Path) -> Broker:
 
 
 def assert_no_secrets(run: Run, *secrets: str) -> None:
-    for secret in (DEFAULT_API_KEY, MQTT_PASSWORD, *secrets):
-        assert secret not in run.output
+    for value in (DEFAULT_API_KEY, MQTT_PASSWORD, *secrets):
+        assert value not in run.output
 
 
 async def test_all_checks_pass_and_list_the_device(

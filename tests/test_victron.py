@@ -24,6 +24,7 @@ from ioagent.victron import (
     reconnect_delay,
 )
 from tests.broker import Broker
+from tests.canary import secret
 from tests.faults.conftest import make_certificates, run_as_root_option
 from tests.gx_peer import FACTORY_SLOT, PORTAL_ID, USER_SLOTS, GxPeer, slot_path
 
@@ -401,9 +402,9 @@ async def test_unconfirmed_write_is_retried_then_reported(
 
 
 GX_PEER_USER = "gx"
-GX_PEER_PASSWORD = "gx-peer-pass-5c1d"
+GX_PEER_PASSWORD = secret("gx-peer-pass-5c1d")
 CONNECTOR_USER = "ioagent"
-CONNECTOR_PASSWORD = "gx-secret-pass-829"
+CONNECTOR_PASSWORD = secret("gx-secret-pass-829")
 LOGIN_REFUSED = (
     "GX connection lost or refused: MQTT broker refused the login: not authorised "
     "(check the user name and password)"

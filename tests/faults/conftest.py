@@ -13,6 +13,7 @@ import aiomqtt
 import pytest
 
 from tests.broker import Broker
+from tests.canary import secret
 
 
 def run_as_root_option() -> list[str]:
@@ -33,9 +34,9 @@ def logged_broker(tmp_path: Path) -> Iterator[Broker]:
 
 
 IOAGENT_USER = "ioagent"
-IOAGENT_PASSWORD = "pw-CANARY-93ab"
+IOAGENT_PASSWORD = secret("pw-CANARY-93ab")
 OBSERVER_USER = "homeassistant"
-OBSERVER_PASSWORD = "observer-pass-41c7"
+OBSERVER_PASSWORD = secret("observer-pass-41c7")
 ACL = """\
 user ioagent
 topic readwrite ioagent/#
