@@ -160,10 +160,14 @@ class Poller:
         cost = max(1, len(self.agent.devices))
         reserve = 0 if (user_asked or "regular" in reasons) else REGULAR_RESERVE
         if not self.budget.allows(now, cost, reserve=reserve):
+            later = self.budget.next_allowed(now, cost, reserve=reserve)
             if "regular" in reasons or user_asked:
-                later = self.budget.next_allowed(now, cost, reserve=reserve)
                 log.info("poll_deferred_budget", until=iso_z(later), reasons=sorted(reasons))
                 self.schedule(later, "retry", key="budget")
+            elif self.agent.is_active(now):
+                # Dropping it would end the extra polls of this session until a regular poll.
+                log.debug("extra_poll_deferred_budget", until=iso_z(later), reasons=sorted(reasons))
+                self.schedule(later, "active")
             else:
                 log.debug("extra_poll_skipped_budget", reasons=sorted(reasons))
             return

@@ -228,7 +228,9 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(state: SimulatorState, clock: FakeClock) -> AsyncIterator[Rig]:
+async def rig(
+    state: SimulatorState, clock: FakeClock, settings: PollingSettings | None = None
+) -> AsyncIterator[Rig]:
     topics = Topics("ioagent", DEFAULT_ACCOUNT)
     publisher = RecordingPublisher()
     log = StormLog()
@@ -266,7 +268,11 @@ async def rig(state: SimulatorState, clock: FakeClock) -> AsyncIterator[Rig]:
                 log.outcomes.append((clock(), outcome))
 
             poller = Poller(
-                agent, PollingSettings(), clock=clock, on_polled=on_polled, rng=random.Random(SEED)
+                agent,
+                settings or PollingSettings(),
+                clock=clock,
+                on_polled=on_polled,
+                rng=random.Random(SEED),
             )
             scheduler = FakeTimeScheduler(clock)
             poller.install(scheduler)  # duck-typed: add_job/get_job/get_jobs

@@ -1,0 +1,94 @@
+"""The poll policy on a fake clock: the real Poller and AccountAgent against the simulator.
+
+The rig is the fault storm's (:func:`tests.faults.test_api_storm.rig`): APScheduler is replaced
+by a scheduler that fires the poller's own jobs when the fake clock reaches them, so each test
+walks through an hour or more of polling in well under a second.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from ioagent.budget import REGULAR_RESERVE, avoid_boundary
+from ioagent.config import PollingSettings
+from ioagent.simulator.state import (
+    DEFAULT_ACCOUNT,
+    DEFAULT_EV_ID,
+    SimulatorState,
+)
+from tests.faults.test_api_storm import SEED, FakeClock, Rig, rig, rolling_maximum
+
+START = datetime(2026, 1, 14, 9, 3, 41, tzinfo=UTC)
+"""The simulated account polls regularly 80 s after :00 and :30 (09:31:20, 10:01:20, ...)."""
+
+
+def sim_state(clock: FakeClock) -> SimulatorState:
+    return SimulatorState.with_default_account(clock=clock, seed=SEED)
+
+
+def poll_times(r: Rig) -> list[datetime]:
+    return [at for at, _ in r.log.outcomes]
+
+
+async def run_until(r: Rig, end: datetime) -> None:
+    """Jump the clock from one due job to the next, firing each at its own instant, up to ``end``."""
+    while True:
+        due = [job.next_run_time for job in r.scheduler.jobs.values() if job.next_run_time]
+        upcoming = min(due, default=None)
+        if upcoming is None or upcoming > end:
+            r.clock.now = max(r.clock.now, end)
+            return
+        r.clock.now = max(r.clock.now, upcoming)
+        await r.scheduler.fire_due()
+        await r.settle()
+
+
+async def test_extra_polls_go_on_between_regular_polls_once_the_budget_refuses_one() -> None:
+    clock = FakeClock(START)
+    state = sim_state(clock)
+    device = state.device(DEFAULT_EV_ID)
+    state.add_dispatch(
+        device, START + timedelta(minutes=20), START + timedelta(hours=3), "SMART", 30
+    )
+    # Every 2 minutes is more than the hour's budget (less the regular polls' reserve) allows.
+    settings = PollingSettings(active_interval=120)
+    async with rig(state, clock, settings) as r:
+        await run_until(r, START + timedelta(hours=2))
+        polls = poll_times(r)
+    between_regular_polls = [
+        at
+        for at in polls
+        if datetime(2026, 1, 14, 10, 1, 20, tzinfo=UTC)
+        < at
+        < datetime(2026, 1, 14, 10, 31, 20, tzinfo=UTC)
+    ]
+    assert between_regular_polls, "extra polls must go on while the session is active"
+    assert rolling_maximum(r.log.sent(), timedelta(hours=1)) <= 20
+    assert rolling_maximum(r.log.sent(), timedelta(minutes=1)) <= 4
+
+
+async def test_a_refused_extra_poll_comes_back_at_the_budgets_next_allowed_instant() -> None:
+    clock = FakeClock(START)
+    state = sim_state(clock)
+    device = state.device(DEFAULT_EV_ID)
+    state.add_dispatch(
+        device, START + timedelta(minutes=20), START + timedelta(hours=3), "SMART", 30
+    )
+    active = f"active:{DEFAULT_ACCOUNT}"
+    refused = 0
+    async with rig(state, clock, PollingSettings(active_interval=120)) as r:
+        while clock() < START + timedelta(hours=2):
+            assert r.scheduler.get_job(active) is not None, "active polls stopped"
+            job = min(r.scheduler.jobs.values(), key=lambda j: j.next_run_time or clock())
+            fires_at = job.next_run_time
+            assert fires_at is not None
+            before = len(r.log.outcomes)
+            await run_until(r, fires_at)
+            if job.id == active and len(r.log.outcomes) == before:
+                # Refused: back at the first instant the budget (less the reserve) allows it.
+                refused += 1
+                expected = r.poller.budget.next_allowed(fires_at, 1, reserve=REGULAR_RESERVE)
+                job = r.scheduler.get_job(active)
+                assert job is not None and job.next_run_time == avoid_boundary(expected)
+    assert refused >= 2
+    assert rolling_maximum(r.log.sent(), timedelta(hours=1)) <= 20
