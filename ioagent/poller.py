@@ -94,6 +94,9 @@ class Poller:
     def request(self, reason: PollReason) -> None:
         self._requests.put_nowait(reason)
 
+    def _job_id(self, key: str) -> str:
+        return f"{key}:{self.agent.account}"
+
     def schedule(self, at: datetime, reason: PollReason, key: str | None = None) -> None:
         if self._scheduler is None:
             return
@@ -102,11 +105,18 @@ class Poller:
             self._enqueue,
             DateTrigger(run_date=at, timezone=UTC),
             args=[reason],
-            id=f"{key or reason}:{self.agent.account}",
+            id=self._job_id(key or reason),
             replace_existing=True,
             misfire_grace_time=self.settings.misfire_grace,
             coalesce=True,
         )
+
+    def _withdraw(self, key: str) -> None:
+        if self._scheduler is None:
+            return
+        job_id = self._job_id(key)
+        if self._scheduler.get_job(job_id) is not None:
+            self._scheduler.remove_job(job_id)
 
     def schedule_rechecks(self) -> None:
         now = self.clock()
@@ -194,6 +204,8 @@ class Poller:
             self.backoff_until = None
             if self.agent.is_active(now):
                 self.schedule(now + timedelta(seconds=self.settings.active_interval), "active")
+            else:
+                self._withdraw("active")
             return
         self.failures += 1
         maximum = self.settings.backoff_max

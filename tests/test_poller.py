@@ -92,3 +92,19 @@ async def test_a_refused_extra_poll_comes_back_at_the_budgets_next_allowed_insta
                 assert job is not None and job.next_run_time == avoid_boundary(expected)
     assert refused >= 2
     assert rolling_maximum(r.log.sent(), timedelta(hours=1)) <= 20
+
+
+async def test_the_pending_active_poll_is_withdrawn_when_a_poll_finds_the_session_over() -> None:
+    clock = FakeClock(START)
+    state = sim_state(clock)
+    device = state.device(DEFAULT_EV_ID)
+    slot = state.add_dispatch(
+        device, START + timedelta(minutes=20), START + timedelta(minutes=50), "SMART", 3
+    )
+    async with rig(state, clock) as r:
+        assert r.scheduler.get_job(f"active:{DEFAULT_ACCOUNT}") is not None
+        await r.tick(100)
+        state.remove_dispatch(device, slot.start)  # Octopus dropped the plan
+        assert await r.refresh()
+        await run_until(r, START + timedelta(minutes=20))
+        assert poll_times(r) == [START, START + timedelta(seconds=100)]

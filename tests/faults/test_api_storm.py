@@ -93,6 +93,9 @@ class FakeTimeScheduler:
     def get_jobs(self) -> list[FakeJob]:
         return list(self.jobs.values())
 
+    def remove_job(self, job_id: str) -> None:
+        del self.jobs[job_id]  # APScheduler raises JobLookupError for an unknown id
+
     async def fire_due(self) -> int:
         """Run every job that is due (once, as with coalesce=True); return how many ran."""
         now = self.clock()
@@ -275,7 +278,7 @@ async def rig(
                 rng=random.Random(SEED),
             )
             scheduler = FakeTimeScheduler(clock)
-            poller.install(scheduler)  # duck-typed: add_job/get_job/get_jobs
+            poller.install(scheduler)  # duck-typed: add_job/get_job/get_jobs/remove_job
             worker = asyncio.create_task(poller.run(), name="storm-poller")
             the_rig = Rig(
                 clock, state, agent, poller, scheduler, publisher, topics, log, worker, in_flight
