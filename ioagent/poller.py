@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -88,8 +88,9 @@ class Poller:
         job = self._scheduler.get_job(f"regular:{self.agent.account}")
         return job.next_run_time.astimezone(UTC) if job and job.next_run_time else None
 
-    async def _enqueue(self, reason: PollReason) -> None:
-        self._requests.put_nowait(reason)
+    async def _enqueue(self, *reasons: PollReason) -> None:
+        for reason in reasons:
+            self._requests.put_nowait(reason)
 
     def request(self, reason: PollReason) -> None:
         self._requests.put_nowait(reason)
@@ -97,19 +98,36 @@ class Poller:
     def _job_id(self, key: str) -> str:
         return f"{key}:{self.agent.account}"
 
-    def schedule(self, at: datetime, reason: PollReason, key: str | None = None) -> None:
+    def schedule(
+        self, at: datetime, reason: PollReason | Iterable[PollReason], key: str | None = None
+    ) -> None:
+        """Queue a poll for ``at``, moved out of the quiet seconds."""
         if self._scheduler is None:
             return
         at = avoid_boundary(at)
+        reasons = [reason] if isinstance(reason, str) else sorted(set(reason))
         self._scheduler.add_job(
             self._enqueue,
             DateTrigger(run_date=at, timezone=UTC),
-            args=[reason],
-            id=self._job_id(key or reason),
+            args=reasons,
+            id=self._job_id(key or reasons[0]),
             replace_existing=True,
             misfire_grace_time=self.settings.misfire_grace,
             coalesce=True,
         )
+
+    def _defer(self, at: datetime, reasons: Iterable[PollReason], key: str) -> None:
+        """:meth:`schedule` under ``key``, keeping the reasons of a deferral already pending there.
+
+        Each reason carries its own exemptions (a refresh or a retry may use the calls kept for
+        the regular polls, a retry runs through a back-off), so none may be lost by merging.
+        """
+        merged: set[PollReason] = set(reasons)
+        if self._scheduler is not None:
+            pending = self._scheduler.get_job(self._job_id(key))
+            if pending is not None:
+                merged.update(pending.args)
+        self.schedule(at, merged, key=key)
 
     def _withdraw(self, key: str) -> None:
         if self._scheduler is None:
@@ -161,7 +179,7 @@ class Poller:
         now = self.clock()
         if is_quiet_second(now):
             # Never start a call exactly around :00/:30; come back a few seconds later.
-            self.schedule(now, sorted(reasons)[0], key="quiet")
+            self._defer(now, reasons, key="quiet")
             return
         user_asked = bool(reasons & {"refresh", "resync", "start", "retry"})
         if self._backing_off(now) and "retry" not in reasons and "start" not in reasons:
@@ -173,7 +191,7 @@ class Poller:
             later = self.budget.next_allowed(now, cost, reserve=reserve)
             if "regular" in reasons or user_asked:
                 log.info("poll_deferred_budget", until=iso_z(later), reasons=sorted(reasons))
-                self.schedule(later, "retry", key="budget")
+                self._defer(later, {"retry"}, key="budget")
             elif self.agent.is_active(now):
                 # Dropping it would end the extra polls of this session until a regular poll.
                 log.debug("extra_poll_deferred_budget", until=iso_z(later), reasons=sorted(reasons))

@@ -108,3 +108,24 @@ async def test_the_pending_active_poll_is_withdrawn_when_a_poll_finds_the_sessio
         assert await r.refresh()
         await run_until(r, START + timedelta(minutes=20))
         assert poll_times(r) == [START, START + timedelta(seconds=100)]
+
+
+async def test_a_poll_deferred_out_of_the_quiet_seconds_keeps_every_reason() -> None:
+    start = datetime(2026, 1, 14, 9, 23, 52, tzinfo=UTC)
+    clock = FakeClock(start)
+    state = sim_state(clock)
+    device = state.device(DEFAULT_EV_ID)
+    state.add_dispatch(
+        device, start + timedelta(minutes=20), start + timedelta(hours=2), "SMART", 9
+    )
+    # 4 an hour: with 2 spent, an extra poll (2 kept for the regular ones) no longer fits,
+    # while a refresh, which may use them, does.
+    async with rig(state, clock, PollingSettings(planned_per_hour=4)) as r:
+        await r.tick(60)
+        assert await r.refresh()  # 09:24:52; the next active poll is due at 09:29:52
+        clock.now = datetime(2026, 1, 14, 9, 30, 3, tzinfo=UTC)  # the scheduler fires it late
+        assert r.poller.try_refresh().accepted  # the user asks at the same moment
+        await r.scheduler.fire_due()
+        await r.settle()
+        await run_until(r, datetime(2026, 1, 14, 9, 31, 0, tzinfo=UTC))
+        assert poll_times(r)[-1] == datetime(2026, 1, 14, 9, 30, 20, tzinfo=UTC)
