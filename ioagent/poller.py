@@ -153,7 +153,7 @@ class Poller:
     # ----- the refresh command -----
     def try_refresh(self) -> RefreshAnswer:
         now = self.clock()
-        cost = max(1, len(self.agent.devices))
+        cost = self._cost()
         if self.budget.allows(now, cost) and not self._backing_off(now):
             self.request("refresh")
             return RefreshAnswer(True, now)
@@ -185,7 +185,14 @@ class Poller:
         if self._backing_off(now) and "retry" not in reasons and "start" not in reasons:
             log.debug("poll_skipped_backoff", until=iso_z(self.backoff_until or now))
             return
-        cost = max(1, len(self.agent.devices))
+        if not self.agent.devices:
+            # The poll sends one planned-dispatch query per device: know them to price it.
+            error = await self.agent.list_devices()
+            if error is not None:
+                await self._finish(PollOutcome(ok=False, error=error))
+                return
+            now = self.clock()
+        cost = self._cost()
         reserve = 0 if (user_asked or "regular" in reasons) else REGULAR_RESERVE
         if not self.budget.allows(now, cost, reserve=reserve):
             later = self.budget.next_allowed(now, cost, reserve=reserve)
@@ -201,15 +208,21 @@ class Poller:
             return
         self.budget.spend(now, cost)
         self.last_poll = now
-        outcome = await self.agent.poll(may_retry=self._spend_on_retry)
+        await self._finish(await self.agent.poll(may_retry=self._spend_on_retry))
+
+    async def _finish(self, outcome: PollOutcome) -> None:
         self._after(outcome)
         if self.on_polled is not None:
             await self.on_polled(outcome)
 
+    def _cost(self) -> int:
+        """Planned-dispatch queries in one poll: one per device (at least one, to be safe)."""
+        return max(1, len(self.agent.devices))
+
     def _spend_on_retry(self) -> bool:
         """A retry after a refused token is one more query: only if the budget allows it."""
         now = self.clock()
-        cost = max(1, len(self.agent.devices))
+        cost = self._cost()
         if not self.budget.allows(now, cost):
             return False
         self.budget.spend(now, cost)

@@ -14,8 +14,12 @@ from ioagent.config import PollingSettings
 from ioagent.simulator.state import (
     DEFAULT_ACCOUNT,
     DEFAULT_EV_ID,
+    SimDevice,
+    SimPreferences,
     SimulatorState,
+    default_schedules,
 )
+from ioagent.timeutil import parse_iso
 from tests.faults.test_api_storm import SEED, FakeClock, Rig, rig, rolling_maximum
 
 START = datetime(2026, 1, 14, 9, 3, 41, tzinfo=UTC)
@@ -41,6 +45,16 @@ async def run_until(r: Rig, end: datetime) -> None:
         r.clock.now = max(r.clock.now, upcoming)
         await r.scheduler.fire_due()
         await r.settle()
+
+
+def planned_fields(state: SimulatorState) -> list[datetime]:
+    """One instant per flexPlannedDispatches query the simulator answered (several per request)."""
+    return [
+        parse_iso(entry["at"])
+        for entry in state.calls()["log"]
+        for operation in entry["operations"]
+        if operation == "flexPlannedDispatches"
+    ]
 
 
 async def test_extra_polls_go_on_between_regular_polls_once_the_budget_refuses_one() -> None:
@@ -129,3 +143,34 @@ async def test_a_poll_deferred_out_of_the_quiet_seconds_keeps_every_reason() -> 
         await r.settle()
         await run_until(r, datetime(2026, 1, 14, 9, 31, 0, tzinfo=UTC))
         assert poll_times(r)[-1] == datetime(2026, 1, 14, 9, 30, 20, tzinfo=UTC)
+
+
+def add_device(state: SimulatorState, index: int) -> None:
+    state.add_device(
+        SimDevice(
+            id=f"00000000-5117-4e0a-9c1d-00000000010{index}",
+            account=DEFAULT_ACCOUNT,
+            typename="SmartFlexVehicle",
+            provider="TESLA",
+            device_type="ELECTRIC_VEHICLES",
+            make="Tesla",
+            model=f"Model {index}",
+            preferences=SimPreferences(default_schedules()),
+        )
+    )
+
+
+async def test_the_first_poll_of_a_multi_device_account_is_charged_per_device() -> None:
+    clock = FakeClock(START)
+    state = sim_state(clock)
+    add_device(state, 1)
+    add_device(state, 2)
+    async with rig(state, clock) as r:
+        assert len(r.agent.devices) == 3
+        first = planned_fields(state)
+        assert len(first) == 3
+        assert r.poller.budget.used_last_hour(clock()) == len(first)
+        # Had the first poll been counted as 1, this refresh would fit the minute and send 3 more.
+        await r.tick(5)
+        assert not await r.refresh()
+        assert rolling_maximum(planned_fields(state), timedelta(minutes=1)) <= 4
