@@ -70,8 +70,11 @@ class CommandRunner:
         if answer.accepted:
             await self.reply(command, "ok", None)
             return
-        when = iso_z(answer.next_poll) if answer.next_poll else "later"
-        await self.reply(command, "error", f"not polled now: {answer.reason}; next poll at {when}")
+        await self.reply(
+            command,
+            "error",
+            f"not polled now: {answer.reason}; the refresh will poll at {iso_z(answer.runs_at)}",
+        )
 
     async def _execute(self, command: Command) -> None:
         device_id = self._device_id(command)

@@ -40,7 +40,8 @@ log = get_logger("ioagent.poller")
 @dataclass(frozen=True)
 class RefreshAnswer:
     accepted: bool
-    next_poll: datetime | None
+    runs_at: datetime
+    """When the poll the refresh asked for runs: now, or the poll scheduled for it."""
     reason: str = ""
 
 
@@ -100,12 +101,12 @@ class Poller:
 
     def schedule(
         self, at: datetime, reason: PollReason | Iterable[PollReason], key: str | None = None
-    ) -> None:
-        """Queue a poll for ``at``, moved out of the quiet seconds."""
-        if self._scheduler is None:
-            return
+    ) -> datetime:
+        """Queue a poll for ``at``, moved out of the quiet seconds; returns when it will run."""
         at = avoid_boundary(at)
         reasons = [reason] if isinstance(reason, str) else sorted(set(reason))
+        if self._scheduler is None:
+            return at
         self._scheduler.add_job(
             self._enqueue,
             DateTrigger(run_date=at, timezone=UTC),
@@ -115,8 +116,9 @@ class Poller:
             misfire_grace_time=self.settings.misfire_grace,
             coalesce=True,
         )
+        return at
 
-    def _defer(self, at: datetime, reasons: Iterable[PollReason], key: str) -> None:
+    def _defer(self, at: datetime, reasons: Iterable[PollReason], key: str) -> datetime:
         """:meth:`schedule` under ``key``, keeping the reasons of a deferral already pending there.
 
         Each reason carries its own exemptions (a refresh or a retry may use the calls kept for
@@ -127,7 +129,7 @@ class Poller:
             pending = self._scheduler.get_job(self._job_id(key))
             if pending is not None:
                 merged.update(pending.args)
-        self.schedule(at, merged, key=key)
+        return self.schedule(at, merged, key=key)
 
     def _withdraw(self, key: str) -> None:
         if self._scheduler is None:
@@ -152,17 +154,22 @@ class Poller:
 
     # ----- the refresh command -----
     def try_refresh(self) -> RefreshAnswer:
+        """Poll now if allowed; otherwise make sure a poll is scheduled and say when it runs."""
         now = self.clock()
         cost = self._cost()
-        if self.budget.allows(now, cost) and not self._backing_off(now):
+        backing_off = self._backing_off(now)
+        if self.budget.allows(now, cost) and not backing_off:
             self.request("refresh")
             return RefreshAnswer(True, now)
         later = self.budget.next_allowed(now, cost)
-        reason = "the API call budget is used up"
-        if self._backing_off(now) and self.backoff_until is not None:
-            later = max(later, self.backoff_until)
+        if backing_off and self.backoff_until is not None:
             reason = "backing off after API errors"
-        return RefreshAnswer(False, later, reason)
+            if self.backoff_until >= later:
+                # The retry already scheduled at the end of the back-off is that poll.
+                return RefreshAnswer(False, avoid_boundary(self.backoff_until), reason)
+        else:
+            reason = "the API call budget is used up"
+        return RefreshAnswer(False, self._defer(later, {"refresh"}, key="budget"), reason)
 
     def _backing_off(self, now: datetime) -> bool:
         return self.backoff_until is not None and now < self.backoff_until

@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from ioagent.budget import REGULAR_RESERVE, avoid_boundary
+from ioagent.command_runner import CommandRunner
+from ioagent.commands import Command, CommandRejection, parse_command
 from ioagent.config import PollingSettings
 from ioagent.simulator.state import (
     DEFAULT_ACCOUNT,
@@ -174,3 +176,40 @@ async def test_the_first_poll_of_a_multi_device_account_is_charged_per_device() 
         await r.tick(5)
         assert not await r.refresh()
         assert rolling_maximum(planned_fields(state), timedelta(minutes=1)) <= 4
+
+
+async def test_a_refused_refresh_names_the_instant_its_poll_really_runs() -> None:
+    clock = FakeClock(START)
+    state = sim_state(clock)
+    replies: list[tuple[str, str | None]] = []
+
+    async def reply(command: Command | CommandRejection, status: str, error: str | None) -> None:
+        replies.append((status, error))
+
+    def refresh_command() -> Command | CommandRejection:
+        return parse_command(
+            "refresh",
+            b"now",
+            retained=False,
+            now=clock(),
+            message_age=0.0,
+            max_age=60.0,
+            device_ids=[DEFAULT_EV_ID],
+        )
+
+    async with rig(state, clock) as r:
+        runner = CommandRunner(r.agent, r.poller, reply, clock=clock)
+        await r.tick(61)
+        for _ in range(4):  # the minute's 4 planned-dispatch queries
+            await runner.submit(refresh_command())
+            await r.settle()
+            await r.tick(2)
+        assert [status for status, _ in replies] == ["ok"] * 4
+        await runner.submit(refresh_command())
+        status, error = replies[-1]
+        assert status == "error" and error is not None
+        promised = parse_iso(error.rsplit(" ", 1)[1])
+        assert "budget" in error and promised > clock()
+        polls_before = len(r.log.outcomes)
+        await run_until(r, promised + timedelta(minutes=5))
+        assert poll_times(r)[polls_before:][:1] == [promised]
