@@ -90,6 +90,9 @@ class SimulatedScheduler:
     def get_jobs(self) -> list[SimulatedJob]:
         return list(self.jobs.values())
 
+    def remove_job(self, job_id: str) -> None:
+        del self.jobs[job_id]
+
     def next_due(self) -> datetime | None:
         times = [job.next_run_time for job in self.jobs.values() if job.next_run_time is not None]
         return min(times, default=None)

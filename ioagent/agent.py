@@ -339,6 +339,22 @@ class AccountAgent:
         return restored
 
     # ----- polling -----
+    async def list_devices(self) -> KrakenError | None:
+        """Read the account's devices if none are known yet; return the error if that failed.
+
+        A poll asks for each known device's plan, so its cost in planned-dispatch queries is
+        only known once the devices are (the devices query itself is not one of them).
+        """
+        if self.devices:
+            return None
+        now = self.clock()
+        try:
+            self.devices = await self.client.devices(self.account)
+        except KrakenError as exc:
+            await self._record_error(exc, now)
+            return exc
+        return None
+
     async def poll(self, may_retry: Callable[[], bool] | None = None) -> PollOutcome:
         """Poll once; ``may_retry`` is the call budget's say on a retry after a refused token."""
         now = self.clock()

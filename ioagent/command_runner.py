@@ -13,7 +13,13 @@ from datetime import datetime, time
 
 from ioagent.agent import AccountAgent
 from ioagent.commands import Command, CommandRejection
-from ioagent.kraken.errors import CommandRefused, KrakenError
+from ioagent.kraken.errors import (
+    ApiChanged,
+    AuthFailed,
+    CommandRefused,
+    KrakenError,
+    RateLimited,
+)
 from ioagent.logs import get_logger
 from ioagent.poller import Poller
 from ioagent.timeutil import Clock, iso_z
@@ -25,6 +31,10 @@ ReplyFn = Callable[[Command | CommandRejection, str, str | None], Awaitable[None
 
 RESYNC_PAUSE_SECONDS = 30.0
 RESUME_ATTEMPTS = 5
+RESUME_SHUTDOWN_GRACE = 8.0
+"""On shutdown, how long the resume attempts of a resync may still run: under Docker's 10 s."""
+NOT_APPLIED = (CommandRefused, ApiChanged, AuthFailed, RateLimited)
+"""Errors that mean Octopus answered and did not apply the change."""
 
 
 class CommandRunner:
@@ -70,8 +80,11 @@ class CommandRunner:
         if answer.accepted:
             await self.reply(command, "ok", None)
             return
-        when = iso_z(answer.next_poll) if answer.next_poll else "later"
-        await self.reply(command, "error", f"not polled now: {answer.reason}; next poll at {when}")
+        await self.reply(
+            command,
+            "error",
+            f"not polled now: {answer.reason}; the refresh will poll at {iso_z(answer.runs_at)}",
+        )
 
     async def _execute(self, command: Command) -> None:
         device_id = self._device_id(command)
@@ -130,27 +143,60 @@ class CommandRunner:
     async def _resync(self, device_id: str) -> None:
         """Suspend, pause, resume, poll: the known fix when no plan appears after plug-in.
 
-        Resuming is guarded: whatever happens after the suspend (an API error, cancellation
-        on shutdown) the resume is still attempted, so smart control is never left off.
+        Resuming is guarded: whenever the suspend may have been applied (it succeeded, or it
+        failed in a way that does not prove Octopus refused it, or it was cancelled in flight)
+        the resume is attempted, and a shutdown does not cut the attempts short.
         """
-        client = self.agent.client
-        await client.suspend(device_id)
+        maybe_suspended = True
         try:
+            try:
+                await self.agent.client.suspend(device_id)
+            except NOT_APPLIED:
+                maybe_suspended = False
+                raise
+            except KrakenError as exc:
+                # A timeout or a 5xx may come after Octopus applied it, or before it applies it
+                # late: resume after the pause, so a late suspend cannot land after the resume.
+                log.warning("resync_suspend_uncertain", device=device_id, error=str(exc))
+                await asyncio.sleep(self.resync_pause)
+                raise
             await asyncio.sleep(self.resync_pause)
         finally:
-            await self._resume_with_retries(device_id)
+            if maybe_suspended:
+                await self._resume_guarded(device_id)
         self.poller.request("resync")
+
+    async def _resume_guarded(self, device_id: str) -> None:
+        """Resume, retrying; a cancellation waits (bounded) for the attempts, then goes on."""
+        attempts = asyncio.create_task(
+            self._resume_with_retries(device_id), name=f"resync-resume:{device_id}"
+        )
+        try:
+            await asyncio.shield(attempts)
+        except asyncio.CancelledError:
+            done, _ = await asyncio.wait({attempts}, timeout=RESUME_SHUTDOWN_GRACE)
+            if not done:
+                attempts.cancel()
+                log.error(
+                    "resync_resume_abandoned",
+                    device=device_id,
+                    action="smart control may be OFF: turn it back on in the Octopus app",
+                )
+            elif not attempts.cancelled():
+                attempts.exception()  # retrieved so asyncio does not warn; the attempts logged it
+            raise
 
     async def _resume_with_retries(self, device_id: str) -> None:
         last_error: KrakenError | None = None
         for attempt in range(1, RESUME_ATTEMPTS + 1):
             try:
-                await asyncio.shield(self.agent.client.unsuspend(device_id))
+                await self.agent.client.unsuspend(device_id)
                 return
             except KrakenError as exc:
                 last_error = exc
                 log.warning("resync_resume_retry", attempt=attempt, error=str(exc))
-                await asyncio.sleep(min(2.0**attempt, 30.0))
+                if attempt < RESUME_ATTEMPTS:
+                    await asyncio.sleep(min(2.0**attempt, 30.0))
         log.error(
             "resync_resume_failed",
             device=device_id,

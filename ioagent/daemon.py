@@ -254,15 +254,52 @@ class Daemon:
         return sorted((w.start, w.end) for w in windows)
 
     async def _token_refresh(self, client: KrakenClient) -> None:
-        """Refresh the JWT ahead of expiry so that a poll never waits for a login."""
+        """Refresh the JWT ahead of expiry so that a poll never waits for a login.
+
+        A failed refresh is retried with exponential backoff and jitter, not every second for
+        as long as Octopus is down, and no attempt starts in the quiet seconds of :00 and :30.
+        """
+        from ioagent.budget import avoid_boundary, backoff_delay, is_quiet_second
+        from ioagent.kraken.tokens import BACKGROUND_RETRY
+
+        failures = 0
+        retry_at: datetime | None = None
         while True:
+            now = self.clock()
             due = client.token_refresh_due_at()
-            wait = 60.0 if due is None else max(1.0, (due - self.clock()).total_seconds())
-            await asyncio.sleep(min(wait, 300.0))
+            # Before the first login there is no due time; a minute on, the refresh logs in.
+            at = due if due is not None else now + timedelta(seconds=60)
+            if retry_at is not None:
+                at = max(at, retry_at)
+            at = avoid_boundary(max(at, now))
+            wait = (at - now).total_seconds()
+            if wait > 300.0:
+                # Look again in a while: a poll may renew the token first and move the due time.
+                await asyncio.sleep(300.0)
+                continue
+            await asyncio.sleep(wait)
+            if is_quiet_second(self.clock()):
+                continue  # woke late, into the quiet seconds
             try:
                 await client.refresh_token_if_due()
             except KrakenError as exc:
-                log.warning("token_refresh_failed", error=str(exc))
+                failures += 1
+                delay = backoff_delay(
+                    failures,
+                    jitter=self.rng.random(),
+                    initial=BACKGROUND_RETRY.total_seconds(),
+                    maximum=self.settings.polling.backoff_max,
+                )
+                retry_at = self.clock() + timedelta(seconds=delay)
+                log.warning(
+                    "token_refresh_failed",
+                    error=str(exc),
+                    failures=failures,
+                    retry_at=iso_z(retry_at),
+                )
+            else:
+                failures = 0
+                retry_at = None
 
     async def _heartbeat(self) -> None:
         path = heartbeat_path(self.settings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -40,7 +40,8 @@ log = get_logger("ioagent.poller")
 @dataclass(frozen=True)
 class RefreshAnswer:
     accepted: bool
-    next_poll: datetime | None
+    runs_at: datetime
+    """When the poll the refresh asked for runs: now, or the poll scheduled for it."""
     reason: str = ""
 
 
@@ -88,25 +89,54 @@ class Poller:
         job = self._scheduler.get_job(f"regular:{self.agent.account}")
         return job.next_run_time.astimezone(UTC) if job and job.next_run_time else None
 
-    async def _enqueue(self, reason: PollReason) -> None:
-        self._requests.put_nowait(reason)
+    async def _enqueue(self, *reasons: PollReason) -> None:
+        for reason in reasons:
+            self._requests.put_nowait(reason)
 
     def request(self, reason: PollReason) -> None:
         self._requests.put_nowait(reason)
 
-    def schedule(self, at: datetime, reason: PollReason, key: str | None = None) -> None:
-        if self._scheduler is None:
-            return
+    def _job_id(self, key: str) -> str:
+        return f"{key}:{self.agent.account}"
+
+    def schedule(
+        self, at: datetime, reason: PollReason | Iterable[PollReason], key: str | None = None
+    ) -> datetime:
+        """Queue a poll for ``at``, moved out of the quiet seconds; returns when it will run."""
         at = avoid_boundary(at)
+        reasons = [reason] if isinstance(reason, str) else sorted(set(reason))
+        if self._scheduler is None:
+            return at
         self._scheduler.add_job(
             self._enqueue,
             DateTrigger(run_date=at, timezone=UTC),
-            args=[reason],
-            id=f"{key or reason}:{self.agent.account}",
+            args=reasons,
+            id=self._job_id(key or reasons[0]),
             replace_existing=True,
             misfire_grace_time=self.settings.misfire_grace,
             coalesce=True,
         )
+        return at
+
+    def _defer(self, at: datetime, reasons: Iterable[PollReason], key: str) -> datetime:
+        """:meth:`schedule` under ``key``, keeping the reasons of a deferral already pending there.
+
+        Each reason carries its own exemptions (a refresh or a retry may use the calls kept for
+        the regular polls, a retry runs through a back-off), so none may be lost by merging.
+        """
+        merged: set[PollReason] = set(reasons)
+        if self._scheduler is not None:
+            pending = self._scheduler.get_job(self._job_id(key))
+            if pending is not None:
+                merged.update(pending.args)
+        return self.schedule(at, merged, key=key)
+
+    def _withdraw(self, key: str) -> None:
+        if self._scheduler is None:
+            return
+        job_id = self._job_id(key)
+        if self._scheduler.get_job(job_id) is not None:
+            self._scheduler.remove_job(job_id)
 
     def schedule_rechecks(self) -> None:
         now = self.clock()
@@ -124,17 +154,22 @@ class Poller:
 
     # ----- the refresh command -----
     def try_refresh(self) -> RefreshAnswer:
+        """Poll now if allowed; otherwise make sure a poll is scheduled and say when it runs."""
         now = self.clock()
-        cost = max(1, len(self.agent.devices))
-        if self.budget.allows(now, cost) and not self._backing_off(now):
+        cost = self._cost()
+        backing_off = self._backing_off(now)
+        if self.budget.allows(now, cost) and not backing_off:
             self.request("refresh")
             return RefreshAnswer(True, now)
         later = self.budget.next_allowed(now, cost)
-        reason = "the API call budget is used up"
-        if self._backing_off(now) and self.backoff_until is not None:
-            later = max(later, self.backoff_until)
+        if backing_off and self.backoff_until is not None:
             reason = "backing off after API errors"
-        return RefreshAnswer(False, later, reason)
+            if self.backoff_until >= later:
+                # The retry already scheduled at the end of the back-off is that poll.
+                return RefreshAnswer(False, avoid_boundary(self.backoff_until), reason)
+        else:
+            reason = "the API call budget is used up"
+        return RefreshAnswer(False, self._defer(later, {"refresh"}, key="budget"), reason)
 
     def _backing_off(self, now: datetime) -> bool:
         return self.backoff_until is not None and now < self.backoff_until
@@ -151,33 +186,50 @@ class Poller:
         now = self.clock()
         if is_quiet_second(now):
             # Never start a call exactly around :00/:30; come back a few seconds later.
-            self.schedule(now, sorted(reasons)[0], key="quiet")
+            self._defer(now, reasons, key="quiet")
             return
         user_asked = bool(reasons & {"refresh", "resync", "start", "retry"})
         if self._backing_off(now) and "retry" not in reasons and "start" not in reasons:
             log.debug("poll_skipped_backoff", until=iso_z(self.backoff_until or now))
             return
-        cost = max(1, len(self.agent.devices))
+        if not self.agent.devices:
+            # The poll sends one planned-dispatch query per device: know them to price it.
+            error = await self.agent.list_devices()
+            if error is not None:
+                await self._finish(PollOutcome(ok=False, error=error))
+                return
+            now = self.clock()
+        cost = self._cost()
         reserve = 0 if (user_asked or "regular" in reasons) else REGULAR_RESERVE
         if not self.budget.allows(now, cost, reserve=reserve):
+            later = self.budget.next_allowed(now, cost, reserve=reserve)
             if "regular" in reasons or user_asked:
-                later = self.budget.next_allowed(now, cost, reserve=reserve)
                 log.info("poll_deferred_budget", until=iso_z(later), reasons=sorted(reasons))
-                self.schedule(later, "retry", key="budget")
+                self._defer(later, {"retry"}, key="budget")
+            elif self.agent.is_active(now):
+                # Dropping it would end the extra polls of this session until a regular poll.
+                log.debug("extra_poll_deferred_budget", until=iso_z(later), reasons=sorted(reasons))
+                self.schedule(later, "active")
             else:
                 log.debug("extra_poll_skipped_budget", reasons=sorted(reasons))
             return
         self.budget.spend(now, cost)
         self.last_poll = now
-        outcome = await self.agent.poll(may_retry=self._spend_on_retry)
+        await self._finish(await self.agent.poll(may_retry=self._spend_on_retry))
+
+    async def _finish(self, outcome: PollOutcome) -> None:
         self._after(outcome)
         if self.on_polled is not None:
             await self.on_polled(outcome)
 
+    def _cost(self) -> int:
+        """Planned-dispatch queries in one poll: one per device (at least one, to be safe)."""
+        return max(1, len(self.agent.devices))
+
     def _spend_on_retry(self) -> bool:
         """A retry after a refused token is one more query: only if the budget allows it."""
         now = self.clock()
-        cost = max(1, len(self.agent.devices))
+        cost = self._cost()
         if not self.budget.allows(now, cost):
             return False
         self.budget.spend(now, cost)
@@ -190,6 +242,8 @@ class Poller:
             self.backoff_until = None
             if self.agent.is_active(now):
                 self.schedule(now + timedelta(seconds=self.settings.active_interval), "active")
+            else:
+                self._withdraw("active")
             return
         self.failures += 1
         maximum = self.settings.backoff_max

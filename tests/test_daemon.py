@@ -390,3 +390,44 @@ async def test_shutdown_during_resync_still_resumes_smart_control(
         await d.stop()
         assert d.task.done()
         assert not device.is_suspended, "a stop in the middle must not leave smart control off"
+
+
+def smart_control_calls(simulator: RunningSimulator, status: int) -> list[dict[str, object]]:
+    return [
+        entry
+        for entry in simulator.state.calls()["log"]
+        if "updateDeviceSmartControl" in entry["operations"] and entry["status"] == status
+    ]
+
+
+async def test_resync_resumes_when_the_suspend_times_out_but_octopus_applies_it(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    device = simulator.state.device(DEFAULT_EV_ID)
+    octopus = {"read_timeout": 0.5}
+    polling = {"resync_pause": 2.0}
+    async with running_daemon(broker, simulator, tmp_path, octopus=octopus, polling=polling) as d:
+        simulator.state.reset_calls()
+        # The simulator holds the suspend past the client's read timeout, then applies it.
+        simulator.state.add_fault("timeout", 1, delay=1.0)
+        reply = await d.command("resync", "go", timeout=30)
+        assert reply["status"] == "error", reply
+        assert "timed out" in reply["error"]
+        await wait_until(lambda: bool(smart_control_calls(simulator, 200)))  # the late suspend
+        assert not device.is_suspended
+        assert len(smart_control_calls(simulator, 200)) == 2, "suspend, then the resume"
+
+
+async def test_shutdown_during_a_resume_retry_still_resumes_smart_control(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    device = simulator.state.device(DEFAULT_EV_ID)
+    async with running_daemon(broker, simulator, tmp_path, polling={"resync_pause": 1.0}) as d:
+        simulator.state.reset_calls()
+        await d.watcher.publish(d.topics.command("resync"), "go")
+        await wait_until(lambda: device.is_suspended)
+        simulator.state.add_fault("http_500", 1)  # the first resume fails
+        await wait_until(lambda: bool(smart_control_calls(simulator, 500)))
+        await d.stop()  # while the runner waits to retry the resume
+        assert d.task.done()
+        assert not device.is_suspended, "a stop between resume attempts must not leave it off"

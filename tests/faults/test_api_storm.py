@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from ioagent.agent import AccountAgent, PollOutcome
 from ioagent.config import PollingSettings, TariffSettings
 from ioagent.kraken.client import KrakenClient
-from ioagent.poller import Poller
+from ioagent.poller import Poller, PollReason
 from ioagent.simulator.server import run_simulator
 from ioagent.simulator.state import (
     DEFAULT_ACCOUNT,
@@ -92,6 +92,9 @@ class FakeTimeScheduler:
 
     def get_jobs(self) -> list[FakeJob]:
         return list(self.jobs.values())
+
+    def remove_job(self, job_id: str) -> None:
+        del self.jobs[job_id]  # APScheduler raises JobLookupError for an unknown id
 
     async def fire_due(self) -> int:
         """Run every job that is due (once, as with coalesce=True); return how many ran."""
@@ -228,7 +231,9 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(state: SimulatorState, clock: FakeClock) -> AsyncIterator[Rig]:
+async def rig(
+    state: SimulatorState, clock: FakeClock, settings: PollingSettings | None = None
+) -> AsyncIterator[Rig]:
     topics = Topics("ioagent", DEFAULT_ACCOUNT)
     publisher = RecordingPublisher()
     log = StormLog()
@@ -250,26 +255,32 @@ async def rig(state: SimulatorState, clock: FakeClock) -> AsyncIterator[Rig]:
                 tariff=TariffSettings(),
                 clock=clock,
             )
-            in_flight = [0]
-            original_poll = agent.poll
-
-            async def counted_poll(may_retry: Callable[[], bool] | None = None) -> PollOutcome:
-                in_flight[0] += 1
-                try:
-                    return await original_poll(may_retry)
-                finally:
-                    in_flight[0] -= 1
-
-            agent.poll = counted_poll  # instrumentation: counts polls in flight
 
             async def on_polled(outcome: PollOutcome) -> None:
                 log.outcomes.append((clock(), outcome))
 
             poller = Poller(
-                agent, PollingSettings(), clock=clock, on_polled=on_polled, rng=random.Random(SEED)
+                agent,
+                settings or PollingSettings(),
+                clock=clock,
+                on_polled=on_polled,
+                rng=random.Random(SEED),
             )
+            in_flight = [0]
+            original_poll_for = poller._poll_for
+
+            async def counted_poll_for(reasons: set[PollReason]) -> None:
+                in_flight[0] += 1
+                try:
+                    await original_poll_for(reasons)
+                finally:
+                    in_flight[0] -= 1
+
+            # Instrumentation: counts poll requests being worked on (a poll may first list the
+            # devices, then query the plans).
+            poller._poll_for = counted_poll_for
             scheduler = FakeTimeScheduler(clock)
-            poller.install(scheduler)  # duck-typed: add_job/get_job/get_jobs
+            poller.install(scheduler)  # duck-typed: add_job/get_job/get_jobs/remove_job
             worker = asyncio.create_task(poller.run(), name="storm-poller")
             the_rig = Rig(
                 clock, state, agent, poller, scheduler, publisher, topics, log, worker, in_flight
