@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from ioagent.kraken.types import CompletedDispatch, Dispatch
+from ioagent.kraken.types import SMART, CompletedDispatch, Dispatch
 from ioagent.timeutil import iso_z, to_utc
 
 EventKind = Literal["slot_added", "slot_removed", "slot_changed"]
@@ -252,13 +252,15 @@ def carry_started(
       the future (a running slot may really be shortened), but the past happened. The carried
       fragment has ``kwh=None`` because its share of the energy is unknown.
 
-    A slot that vanished before it started is a real withdrawal and is not kept.
+    A slot that vanished before it started is a real withdrawal and is not kept. Only ``SMART``
+    slots are carried: the reason to carry is the off-peak billing of their half-hours, which a
+    boost never has, and a started boost that vanished was most likely cancelled.
     """
     now = to_utc(now)
     fresh = normalise(fresh_planned)
     carried: list[Dispatch] = list(fresh)
     for slot in normalise(previous_effective):
-        if slot.start > now:
+        if slot.start > now or slot.type != SMART:
             continue
         same_kind = [f for f in fresh if _match_key(f) == _match_key(slot)]
         overlapping = [f for f in same_kind if _overlaps(f, slot)]

@@ -367,6 +367,13 @@ CARRY_CASES = [
         id="running-slot-vanished-is-kept",
     ),
     pytest.param(
+        [replace(RUNNING, type=BOOST), FUTURE],
+        [FUTURE],
+        "2026-02-07 20:00",
+        (FUTURE,),
+        id="running-boost-vanished-was-cancelled",
+    ),
+    pytest.param(
         [RUNNING],
         [],
         "2026-02-07 21:10",
