@@ -160,7 +160,13 @@ class Daemon:
             tariff=settings.tariff,
             clock=self.clock,
         )
-        poller = Poller(agent, settings.polling, clock=self.clock, on_polled=self._after_poll)
+        poller = Poller(
+            agent,
+            settings.polling,
+            clock=self.clock,
+            on_polled=self._after_poll,
+            scheduler_clock=utc_now,  # APScheduler fires by the wall clock
+        )
         runner = CommandRunner(
             agent,
             poller,

@@ -12,6 +12,11 @@ Timeline (seconds after start), chosen so that topics visibly change within two 
 * 150  the boost is cancelled (``set/boost off``).
 
 Each scenario step is followed by a ``refresh`` command sent over MQTT, exactly as a user would.
+
+The story needs an evening: at night the whole house is off-peak anyway, so a smart slot would
+change nothing. Started between 21:00 and 12:00 Europe/London, the demo runs on a clock set to the
+next 18:01 (the simulator and the daemon share it, and every published time is on it); in the
+afternoon and early evening it runs on real time.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 
@@ -41,9 +47,34 @@ from ioagent.simulator.state import (
     DEFAULT_EV_ID,
     SimulatorState,
 )
-from ioagent.timeutil import utc_now
+from ioagent.timeutil import Clock, utc_now
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+DEMO_ZONE = ZoneInfo("Europe/London")
+REAL_TIME_FROM = time(12, 0)
+REAL_TIME_UNTIL = time(21, 0)
+DEMO_EVENING = time(18, 1)
+"""A minute past the hour: the first poll is not held back by the quiet seconds around :00."""
+
+
+def demo_clock_offset(now: datetime) -> timedelta:
+    """How far the demo's clock runs ahead of ``now``, so that the story happens in an evening.
+
+    Zero from 12:00 to 21:00 Europe/London (enough peak time before 23:30 for a smart slot to
+    matter); otherwise the demo starts at the next 18:01.
+    """
+    local = now.astimezone(DEMO_ZONE)
+    if REAL_TIME_FROM <= local.time() <= REAL_TIME_UNTIL:
+        return timedelta(0)
+    day = local.date() if local.time() < REAL_TIME_FROM else local.date() + timedelta(days=1)
+    evening = datetime.combine(day, DEMO_EVENING, tzinfo=DEMO_ZONE)
+    return evening.astimezone(UTC) - now.astimezone(UTC)
+
+
+def shifted_clock(offset: timedelta, real: Clock = utc_now) -> Clock:
+    if not offset:
+        return real
+    return lambda: real() + offset
 
 
 def port_is_open(host: str, port: int) -> bool:
@@ -149,11 +180,21 @@ async def run_demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="ioagent-demo-") as tmp:
         workdir = Path(tmp)
         with local_broker(args.mqtt_host, args.mqtt_port, workdir):
-            state = SimulatorState.with_default_account(clock=utc_now)
+            offset = demo_clock_offset(utc_now())
+            clock = shifted_clock(offset)
+            state = SimulatorState.with_default_account(clock=clock)
             async with run_simulator(state) as sim:
                 settings = demo_settings(sim, args, workdir)
+                local = clock().astimezone(DEMO_ZONE)
+                timeline = (
+                    f"  Demo clock:       {local:%a %H:%M} Europe/London (a demo evening; the"
+                    f" real time is {utc_now().astimezone(DEMO_ZONE):%H:%M})\n"
+                    if offset
+                    else ""
+                )
                 print(
                     "\nioagent demo\n"
+                    f"{timeline}"
                     f"  Kraken simulator: {sim.graphql_url}  (control API {sim.control_url})\n"
                     f"  MQTT broker:      {args.mqtt_host}:{args.mqtt_port}\n"
                     f"  Watch it:         mosquitto_sub -h {args.mqtt_host} -p {args.mqtt_port} -v -t '{args.base_topic}/#'\n"
@@ -164,7 +205,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                 def say(text: str) -> None:
                     print(f"[demo] {text}", flush=True)
 
-                daemon = Daemon(settings)
+                daemon = Daemon(settings, clock=clock)
                 loop = asyncio.get_running_loop()
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(signum, daemon.request_stop)

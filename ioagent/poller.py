@@ -54,10 +54,14 @@ class Poller:
         clock: Clock,
         on_polled: Callable[[PollOutcome], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
+        scheduler_clock: Clock | None = None,
     ) -> None:
+        """``scheduler_clock`` is the clock the scheduler fires by (APScheduler: the wall clock)
+        when it differs from ``clock`` (the demo's shifted evening); None means the same."""
         self.agent = agent
         self.settings = settings
         self.clock = clock
+        self.scheduler_clock = scheduler_clock
         self.on_polled = on_polled
         self.rng = rng or random.Random()
         self.offset = settings.offset_seconds or poll_offset_seconds(agent.account)
@@ -87,7 +91,18 @@ class Poller:
         if self._scheduler is None:
             return None
         job = self._scheduler.get_job(f"regular:{self.agent.account}")
-        return job.next_run_time.astimezone(UTC) if job and job.next_run_time else None
+        return self._from_scheduler(job.next_run_time) if job and job.next_run_time else None
+
+    def _scheduler_offset(self) -> timedelta:
+        if self.scheduler_clock is None:
+            return timedelta(0)
+        return self.scheduler_clock() - self.clock()
+
+    def _to_scheduler(self, at: datetime) -> datetime:
+        return at + self._scheduler_offset()
+
+    def _from_scheduler(self, at: datetime) -> datetime:
+        return at.astimezone(UTC) - self._scheduler_offset()
 
     async def _enqueue(self, *reasons: PollReason) -> None:
         for reason in reasons:
@@ -109,7 +124,7 @@ class Poller:
             return at
         self._scheduler.add_job(
             self._enqueue,
-            DateTrigger(run_date=at, timezone=UTC),
+            DateTrigger(run_date=self._to_scheduler(at), timezone=UTC),
             args=reasons,
             id=self._job_id(key or reasons[0]),
             replace_existing=True,
@@ -148,7 +163,7 @@ class Poller:
         if self._scheduler is not None:
             for job in self._scheduler.get_jobs():
                 if job.id.endswith(self.agent.account) and job.next_run_time is not None:
-                    candidates.append(job.next_run_time.astimezone(UTC))
+                    candidates.append(self._from_scheduler(job.next_run_time))
         found = [c for c in candidates if c is not None]
         return min(found) if found else None
 

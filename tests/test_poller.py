@@ -7,12 +7,16 @@ walks through an hour or more of polling in well under a second.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ioagent.budget import REGULAR_RESERVE, avoid_boundary
 from ioagent.command_runner import CommandRunner
 from ioagent.commands import Command, CommandRejection, parse_command
 from ioagent.config import PollingSettings
+from ioagent.poller import Poller
 from ioagent.simulator.state import (
     DEFAULT_ACCOUNT,
     DEFAULT_EV_ID,
@@ -213,3 +217,29 @@ async def test_a_refused_refresh_names_the_instant_its_poll_really_runs() -> Non
         polls_before = len(r.log.outcomes)
         await run_until(r, promised + timedelta(minutes=5))
         assert poll_times(r)[polls_before:][:1] == [promised]
+
+
+async def test_a_poll_scheduled_on_a_shifted_clock_runs_when_the_wall_clock_says() -> None:
+    """The demo runs the daemon on an evening clock; APScheduler still fires by the wall clock."""
+    shift = timedelta(hours=10, minutes=17, seconds=3)
+
+    def evening() -> datetime:
+        return datetime.now(UTC) + shift
+
+    state = SimulatorState.with_default_account(clock=evening, seed=SEED)
+    async with rig(state, FakeClock(START)) as r:
+        poller = Poller(
+            r.agent, PollingSettings(), clock=evening, scheduler_clock=lambda: datetime.now(UTC)
+        )
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        poller.install(scheduler)
+        scheduler.start()
+        try:
+            at = poller.schedule(evening() + timedelta(seconds=0.3), "recheck", key="soon")
+            estimate = poller.next_poll_estimate()
+            assert estimate is not None and abs(estimate - at) < timedelta(seconds=1)
+            async with asyncio.timeout(5):
+                reason = await poller._requests.get()
+            assert reason == "recheck"
+        finally:
+            scheduler.shutdown(wait=False)
