@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ioagent.simulator.server import RunningSimulator
-from ioagent.simulator.state import DEFAULT_EV_ID
+from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_EV_ID
+from ioagent.store import Store
 from ioagent.timeutil import parse_iso
 from tests.broker import Broker
 from tests.harness import RunningDaemon, running_daemon
@@ -139,6 +140,16 @@ async def test_a_moved_slot_gives_exactly_one_slot_changed_event(
         assert (await d.command("refresh", "x"))["status"] == "ok"
         await asyncio.sleep(0.5)
         assert len(d.watcher.values(d.topics.events)) == before
+
+        # The event log in the database holds exactly what was published, newest first.
+        def read_event_log() -> list[dict[str, object]]:
+            store = Store.open(d.settings.storage.path, read_only=True)
+            try:
+                return store.recent_events(DEFAULT_ACCOUNT, 10)
+            finally:
+                store.close()
+
+        assert list(reversed(await asyncio.to_thread(read_event_log))) == events
 
 
 @pytest.mark.parametrize(
@@ -324,6 +335,40 @@ async def test_api_faults_mark_degraded_and_keep_the_plan(
             after=d.watcher.messages.index(api),
             timeout=20,
         )
+
+
+async def test_a_removed_field_marks_the_api_changed_and_keeps_the_plan(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    state = simulator.state
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
+    state.add_dispatch(
+        state.device(DEFAULT_EV_ID), start, start + timedelta(minutes=30), "SMART", 2
+    )
+    async with running_daemon(broker, simulator, tmp_path) as d:
+        await d.watcher.wait_for(d.topics.planned, lambda p: len(json.loads(p)) == 1)
+        state.add_fault("schema_400", 1)
+        mark = len(d.watcher.messages)
+        assert (await d.command("refresh", "x"))["status"] == "ok"
+        api = await d.watcher.wait_for(
+            d.topics.api, lambda p: json.loads(p)["state"] == "api_changed", after=mark
+        )
+        assert "Cannot query field" in json.loads(api.payload)["last_error"]
+        assert len(planned(d)) == 1, "the last known plan is kept"
+
+
+async def test_a_wrong_api_key_says_auth_failed(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    wrong = {"api_key": "sk_test_not_a_key_octopus_knows"}
+    async with running_daemon(broker, simulator, tmp_path, wait_for_poll=False, octopus=wrong) as d:
+        api = await d.watcher.wait_for(
+            d.topics.api, lambda p: json.loads(p)["state"] == "auth_failed", timeout=20
+        )
+        health = json.loads(api.payload)
+        assert health["last_success"] is None
+        assert health["last_error"] and wrong["api_key"] not in health["last_error"]
+        assert d.watcher.values(d.topics.planned) == [], "no plan is made up"
 
 
 async def test_read_only_ignores_commands(

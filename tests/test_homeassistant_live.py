@@ -55,6 +55,10 @@ async def test_discovery_is_valid_and_names_only_topics_the_daemon_uses(
                 assert topic in published, f"{name} reads {topic}, which the daemon never publishes"
             if "command_topic" in component:
                 assert component["command_topic"] in handled, name
+    async with watching(broker, "homeassistant/#") as late:
+        kept = await late.wait_for(DISCOVERY, timeout=5)
+    assert kept.retain, "discovery is retained, so HA finds it whenever it starts"
+    assert json.loads(kept.payload) == config
 
 
 async def test_every_ha_control_changes_the_simulator(
