@@ -217,4 +217,8 @@ class AsyncStore:
         return await self._run(lambda s: s.get_meta(key), None)
 
     async def prune(self, now: datetime, keep_days: int) -> int:
-        return await self._run(lambda s: s.prune(now, keep_days), 0)
+        """Prune batch by batch, each its own job, so a poll's writes never wait for all of it."""
+        deleted = 0
+        while count := await self._run(lambda s: s.prune_batch(now, keep_days), 0):
+            deleted += count
+        return deleted

@@ -27,6 +27,11 @@ from ioagent.timeutil import iso_z, parse_iso, to_utc, utc_now
 MEMORY = ":memory:"
 BUSY_TIMEOUT_MS = 5000
 PRUNE_BATCH = 2000
+_PRUNE_STATEMENTS = (
+    "DELETE FROM slots WHERE rowid IN (SELECT rowid FROM slots WHERE end < ? LIMIT ?)",
+    "DELETE FROM completed WHERE rowid IN (SELECT rowid FROM completed WHERE end < ? LIMIT ?)",
+    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? LIMIT ?)",
+)
 """Rows deleted per transaction while pruning, so a large prune never holds the lock long."""
 
 
@@ -496,23 +501,22 @@ class Store:
 
     # --- retention ---
 
+    def prune_batch(self, now: datetime, keep_days: int) -> int:
+        """Delete at most ``PRUNE_BATCH`` rows older than ``keep_days`` in one short transaction
+        (slots first, then completed dispatches, then events); 0 once none are left."""
+        cutoff = stored_time(now - timedelta(days=keep_days))
+        for statement in _PRUNE_STATEMENTS:
+            with self._transaction() as conn:
+                count: int = conn.execute(statement, (cutoff, PRUNE_BATCH)).rowcount
+            if count:
+                return count
+        return 0
+
     def prune(self, now: datetime, keep_days: int) -> int:
         """Delete slots, completed dispatches and events older than ``keep_days``; return the
         number of rows deleted. Plans, retained payloads and metadata are current state and
         are kept. Deletes run in small batches so readers and the next write never wait long."""
-        cutoff = stored_time(now - timedelta(days=keep_days))
-        statements = (
-            "DELETE FROM slots WHERE rowid IN (SELECT rowid FROM slots WHERE end < ? LIMIT ?)",
-            "DELETE FROM completed WHERE rowid IN"
-            " (SELECT rowid FROM completed WHERE end < ? LIMIT ?)",
-            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? LIMIT ?)",
-        )
         deleted = 0
-        for statement in statements:
-            while True:
-                with self._transaction() as conn:
-                    count = conn.execute(statement, (cutoff, PRUNE_BATCH)).rowcount
-                deleted += count
-                if count < PRUNE_BATCH:
-                    break
+        while count := self.prune_batch(now, keep_days):
+            deleted += count
         return deleted

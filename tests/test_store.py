@@ -18,7 +18,15 @@ from structlog.testing import capture_logs
 import ioagent.store as store_module
 from ioagent.async_store import AsyncStore, describe_storage_error
 from ioagent.kraken.types import BOOST, SMART, CompletedDispatch, Dispatch
-from ioagent.store import MIGRATIONS, Store, StoreError, migrate, schema_version
+from ioagent.store import (
+    MIGRATIONS,
+    PRUNE_BATCH,
+    Store,
+    StoreError,
+    migrate,
+    schema_version,
+    stored_time,
+)
 
 ACCOUNT = "A-1234ABCD"
 DEVICE = "00000000-aaaa-bbbb-cccc-000000000001"
@@ -570,3 +578,26 @@ def test_sqlite_errors_are_described_plainly(provoke: str, reason: str, tmp_path
 )
 def test_os_errors_are_described_plainly(error: BaseException, reason: str) -> None:
     assert describe_storage_error(error) == reason
+
+
+async def test_a_write_during_a_long_prune_waits_for_one_batch_not_the_whole_prune(
+    db_path: Path,
+) -> None:
+    old = stored_time(at(0) - timedelta(days=500))
+    seed = Store.open(db_path)
+    with seed.conn:
+        seed.conn.executemany(
+            "INSERT INTO events (account, at, event_json) VALUES (?, ?, ?)",
+            [(ACCOUNT, old, "{}")] * (3 * PRUNE_BATCH + 5),
+        )
+    seed.close()
+    store = await AsyncStore.open(db_path)
+    try:
+        pruning = asyncio.create_task(store.prune(at(0), keep_days=400))
+        await asyncio.sleep(0)  # the first batch is now queued on the store's thread
+        await store.save_retained("ioagent/A/offpeak", "true", at(0))
+        assert not pruning.done(), "the write went in between two batches"
+        assert await pruning == 3 * PRUNE_BATCH + 5
+        assert await store.load_retained() == {"ioagent/A/offpeak": ("true", at(0))}
+    finally:
+        await store.close()
