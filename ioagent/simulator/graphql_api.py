@@ -336,32 +336,34 @@ STOPPING_KEY = web.AppKey("simulator_stopping", asyncio.Event)
 async def handle_graphql(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     state.advance()
+    # Octopus counts a request when it arrives, not when a slow answer finally goes out.
+    received_at = state.now()
     try:
         body = await request.json()
     except ValueError:
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("query"), str):
-        state.record_call([], None, 400)
+        state.record_call([], None, 400, at=received_at)
         return _json_errors(400, [{"message": "Must provide query string."}])
     operation_name = body.get("operationName")
     variables = body.get("variables") or None
     try:
         document = parse(body["query"])
     except GraphQLError as exc:
-        state.record_call([], None, 400)
+        state.record_call([], None, 400, at=received_at)
         return _json_errors(400, [dict(exc.formatted)])
     fields = top_level_fields(document, operation_name if isinstance(operation_name, str) else None)
     schema = kraken_schema()
     validation_errors = validate(schema, document)
     if validation_errors:
-        state.record_call(fields, None, 400)
+        state.record_call(fields, None, 400, at=received_at)
         return _json_errors(400, [{"message": error.message} for error in validation_errors])
 
     context = RequestContext(state, request.headers.get("Authorization"))
     context.fault = state.take_fault(fields)
     early = await _apply_transport_fault(request, context.fault)
     if early is not None:
-        state.record_call(fields, None, early.status)
+        state.record_call(fields, None, early.status, at=received_at)
         return early
     if context.fault is not None and context.fault.kind == "timeout":
         context.fault = None  # the late answer is an ordinary one
@@ -377,7 +379,7 @@ async def handle_graphql(request: web.Request) -> web.StreamResponse:
     payload: dict[str, Any] = {"data": result.data}
     if result.errors:
         payload["errors"] = [error.formatted for error in result.errors]
-    state.record_call(fields, context.account, 200)
+    state.record_call(fields, context.account, 200, at=received_at)
     return web.json_response(payload)
 
 

@@ -734,14 +734,17 @@ class SimulatorState:
 
     # --- call accounting -----------------------------------------------------------------------
 
-    def record_call(self, operations: list[str], account: str | None, status: int) -> None:
+    def record_call(
+        self, operations: list[str], account: str | None, status: int, *, at: datetime | None = None
+    ) -> None:
+        """Count one request; ``at`` is when it arrived (default: now)."""
         self._calls_total += 1
         self._calls_by_operation.update(operations)
         if account is not None:
             self._calls_by_account[account] += 1
         self._call_log.append(
             {
-                "at": iso_z(self.now()),
+                "at": iso_z(at if at is not None else self.now()),
                 "operations": operations,
                 "account": account,
                 "status": status,

@@ -394,6 +394,12 @@ def assert_storm(log: StormLog, rounds: int) -> None:
     )
     assert minute <= MAX_PER_MINUTE, f"{minute} flexPlannedDispatches in one rolling minute"
     assert hour <= MAX_PER_HOUR, f"{hour} flexPlannedDispatches in one rolling hour"
+    # Failed requests (HTTP errors, refused tokens) count against Octopus's limits too.
+    sent = log.sent()
+    sent_minute = rolling_maximum(sent, timedelta(minutes=1))
+    sent_hour = rolling_maximum(sent, timedelta(hours=1))
+    assert sent_minute <= MAX_PER_MINUTE, f"{sent_minute} sent in one rolling minute, all told"
+    assert sent_hour <= MAX_PER_HOUR, f"{sent_hour} sent in one rolling hour, all told"
 
 
 async def test_fault_storm_keeps_the_plan_marks_it_stale_and_keeps_the_budget() -> None:
