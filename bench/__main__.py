@@ -36,7 +36,7 @@ def run_all(quick: bool, only: set[str]) -> dict[str, Any]:
         rounds = 3 if quick else 15
         results["p7"] = {
             "stock": asyncio.run(commands.command_overhead(rounds)),
-            "nodelay": asyncio.run(commands.command_overhead(rounds, nodelay=True)),
+            "broker_nodelay": asyncio.run(commands.command_overhead(rounds, broker_nodelay=True)),
         }
     if "P4" in only:
         _say("P4: steady RSS and CPU")
