@@ -55,7 +55,8 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     session = _day(policy, "one evening session")
     worst_hour = max(d["max_planned_in_rolling_hour"] for d in policy["days"])
     largest = max(p6["runs"], key=lambda run: run["accounts"])
-    warm_round = max(largest["round_seconds"][1:] or largest["round_seconds"])
+    slowest_round = max(largest["round_seconds"])
+    later_rounds = largest["round_seconds"][1:]
     _, p7_stock_worst = p7_worst(p7)
     session_calls = session["total_requests"] + TOKEN_REFRESHES_PER_DAY
     return [
@@ -95,9 +96,14 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         ),
         (
             "P6",
-            "poll round ≤ 10 s at 1,000 accounts",
-            f"{warm_round:.2f} s at {largest['accounts']} accounts (warm round)",
-            largest["accounts"] >= 1000 and warm_round <= 10,
+            "every poll round ≤ 10 s at 1,000 accounts (round 1 included)",
+            f"at {largest['accounts']} accounts: round 1 {largest['round_seconds'][0]:.2f} s "
+            f"(logins {largest['round1_login']['seconds']:.2f} s + first poll "
+            f"{largest['round1_first_poll']['seconds']:.2f} s), later rounds "
+            f"{_seconds_list(later_rounds)} s",
+            largest["accounts"] >= 1000
+            and slowest_round <= P6_TARGET_S
+            and sum(largest["failures"]) == 0,
         ),
         (
             "P7",
@@ -326,32 +332,89 @@ def _p5(p5: dict[str, Any]) -> list[str]:
     ]
 
 
+P6_TARGET_S = 10.0
+
+
+def _seconds_list(values: list[float | None]) -> str:
+    return ", ".join("?" if v is None else f"{v:.2f}" for v in values)
+
+
 def _p6(p6: dict[str, Any]) -> list[str]:
     lines = [
         "## P6: many accounts in one process\n",
         "The daemon supports one account per process today, so this builds `AccountAgent`s "
         "directly, each with its own `KrakenClient` (login, device list, then one poll request "
         "per round), all publishing through one shared `MqttBridge` to Mosquitto, with at most "
-        f"{p6['concurrency']} polls in flight (`asyncio.Semaphore`). The simulator runs in a "
+        f"{p6['concurrency']} requests in flight (`asyncio.Semaphore`). The simulator runs in a "
         "separate process with one EV and three planned slots per account; every size runs in "
-        f"a fresh worker process. Round 1 includes the logins and device lists; {p6['rounds']} "
-        "rounds per size. Memory per account is the worker's RSS growth, and separately the "
-        "Python heap growth seen by tracemalloc (in a second run, since tracing slows it "
-        "down).\n",
-        "| accounts | round 1 | later rounds | agent CPU per round | RSS per account "
+        "a fresh worker process. Round 1 is every account's login, then every account's first "
+        "poll (device list, poll, and every topic published for the first time), timed as two "
+        f"parts; {p6['rounds']} rounds per size. CPU is user + system time from /proc, of the "
+        "worker (the agents) and of the simulator process; requests are the simulator's own "
+        "count. Memory per account is the worker's RSS growth, and separately the Python heap "
+        "growth seen by tracemalloc (in a second run, since tracing slows it down).\n",
+        "| accounts | round 1 (logins + first poll) | later rounds | requests per round "
+        "| agent CPU per round | simulator CPU per round | RSS per account "
         "| heap per account | failed polls |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in p6["runs"]:
-        later = ", ".join(f"{s:.2f}" for s in run["round_seconds"][1:])
-        cpu = ", ".join(f"{s:.2f}" for s in run["agent_cpu_seconds"])
+        later = _seconds_list(run["round_seconds"][1:])
+        login, first = run["round1_login"], run["round1_first_poll"]
         lines.append(
-            f"| {run['accounts']} | {run['round_seconds'][0]:.2f} s | {later} s | {cpu} s | "
+            f"| {run['accounts']} | {run['round_seconds'][0]:.2f} s ({login['seconds']:.2f} + "
+            f"{first['seconds']:.2f}) | {later} s | "
+            f"{', '.join(str(n) for n in run['requests'])} | "
+            f"{_seconds_list(run['agent_cpu_seconds'])} s | "
+            f"{_seconds_list(run['sim_cpu_seconds'])} s | "
             f"{run['rss_delta_kb_per_account']} kB | {run['traced_kb_per_account']} kB | "
             f"{sum(run['failures'])} |"
         )
     lines.append("")
     return lines
+
+
+def _p6_miss(run: dict[str, Any]) -> str:
+    rounds = run["round_seconds"]
+    over = [index for index, seconds in enumerate(rounds) if seconds > P6_TARGET_S]
+    if not over:
+        return f"{sum(run['failures'])} polls failed at {run['accounts']} accounts."
+    named = ", ".join(f"round {i + 1} took {rounds[i]:.2f} s" for i in over)
+    text = f"At {run['accounts']} accounts {named}, against {P6_TARGET_S:.0f} s."
+    if 0 in over:
+        login, first = run["round1_login"], run["round1_first_poll"]
+        text += (
+            f" Round 1 is {login['seconds']:.2f} s of logins ({login['requests']} requests) "
+            f"plus {first['seconds']:.2f} s of first polls ({first['requests']} requests: the "
+            "device list and the poll, and every topic published for the first time); a later "
+            f"round makes {run['requests'][-1]} requests."
+        )
+    for index in over:
+        wall, agent, sim = (
+            rounds[index],
+            run["agent_cpu_seconds"][index],
+            run["sim_cpu_seconds"][index],
+        )
+        text += f" In round {index + 1} ioagent's agents used {agent:.2f} s of CPU"
+        text += (
+            f" ({'within' if agent <= P6_TARGET_S else 'itself over'} the target)"
+            if sim is None
+            else f" and the simulator process {sim:.2f} s"
+        )
+        if sim is not None:
+            share = sim / wall
+            per_request = 1000 * sim / max(1, run["requests"][index])
+            text += f" ({share:.0%} of the round, {per_request:.1f} ms per request)"
+            if share >= 0.9:
+                text += (
+                    ": the simulator, one Python process answering every request, was busy "
+                    "for the whole round and set its pace, so more requests in flight cannot "
+                    "shorten it"
+                )
+            if agent <= P6_TARGET_S:
+                text += f"; ioagent's own CPU for it, {agent:.2f} s, is under {P6_TARGET_S:.0f} s"
+        text += "."
+    return text
 
 
 P7_TARGET_MS = 20.0
@@ -478,15 +541,11 @@ def _misses(r: dict[str, Any], met: dict[str, bool]) -> list[str]:
     if not met["P6"] and largest["accounts"] < 1000:
         lines.append(
             f"- **P6.** Not measured at 1,000 accounts in this run (largest: "
-            f"{largest['accounts']}); the full run (without --quick) does."
+            f"{largest['accounts']}, slowest round {max(largest['round_seconds']):.2f} s); the "
+            "full run (without --quick) does."
         )
     elif not met["P6"]:
-        lines.append(
-            f"- **P6.** At {largest['accounts']} accounts a warm round took "
-            f"{max(largest['round_seconds'][1:]):.2f} s. Compare the agents' own CPU per round: "
-            "what is left is the simulator process (one Python process answering every "
-            "request, with per-request work that grows with the number of accounts it holds)."
-        )
+        lines.append("- **P6.** " + _p6_miss(largest))
     if not met["P7"]:
         lines.append("- **P7.** " + _p7_miss(p7))
     if all(met.values()):
