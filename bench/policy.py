@@ -11,6 +11,11 @@ on an asyncio loop; only three things are replaced:
 * the network: :class:`SimulatedAgent` is an ``AccountAgent`` whose ``poll`` reads the
   scenario's plan at the simulated instant and folds it in with the real ``apply``; the
   Kraken client only counts requests.
+
+Token refreshes are counted too: the real :class:`ioagent.kraken.tokens.TokenSource` hands out
+JWTs that live :data:`JWT_LIFETIME`, every request asks it for one (as the transport does), and
+a job copies the timing of the daemon's ``Daemon._token_refresh`` loop (sleep until the refresh
+is due, at most 300 s at a time, then ``refresh_if_due``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import jwt
+from apscheduler.triggers.date import DateTrigger
+from pydantic import SecretStr
+
 from bench.stats import summary
 from ioagent.agent import AccountAgent, PollOutcome
 from ioagent.budget import HOUR
@@ -32,10 +41,13 @@ from ioagent.command_runner import CommandRunner
 from ioagent.commands import Command, CommandRejection, parse_command
 from ioagent.config import PollingSettings, TariffSettings
 from ioagent.kraken.client import PollResult
+from ioagent.kraken.tokens import TokenSource
 from ioagent.kraken.types import Device, Dispatch, Preferences, Schedule
 from ioagent.logs import configure_logging
 from ioagent.poller import Poller
 from ioagent.simulator import planner
+from ioagent.simulator.state import SimulatorState
+from ioagent.timeutil import utc_now
 from ioagent.topics import Topics
 
 LONDON = ZoneInfo("Europe/London")
@@ -43,6 +55,11 @@ DEVICE_ID = "00000000-5117-4e0a-9c1d-0000000000b1"
 ACCOUNT = "A-SIM00001"
 POLL_SECONDS = 0.3
 """Simulated duration of one poll request (the simulator answers in a few ms; Octopus in ~0.3 s)."""
+JWT_LIFETIME = SimulatorState(utc_now).jwt_lifetime
+"""How long a JWT lives: the simulator's default, which is Kraken's (one hour)."""
+TOKEN_LOOP_MAX_SLEEP = 300.0
+"""``Daemon._token_refresh`` sleeps at most this long before checking again."""
+_JWT_KEY = "bench-policy-jwt-signing-key-0123456789"
 CHARGING = "SMART_CONTROL_IN_PROGRESS"
 IDLE = "SMART_CONTROL_CAPABLE"
 
@@ -171,33 +188,65 @@ class CountingClient:
         self.scenario = scenario
         self.clock = clock
         self.requests: list[tuple[datetime, str]] = []
+        """Requests of the command path (what a command costs besides its re-read polls)."""
+        self.token_requests: list[datetime] = []
+        """``obtainKrakenToken`` calls: the first login and every refresh."""
+        self.tokens = TokenSource(self._obtain, SecretStr("sk_bench_policy"), clock=clock)
 
-    def _count(self, *operations: str) -> None:
+    async def _obtain(self, token_input: dict[str, str]) -> dict[str, Any]:
         now = self.clock()
-        self.requests.extend((now, operation) for operation in operations)
+        self.token_requests.append(now)
+        expires = now + JWT_LIFETIME
+        return {
+            "token": jwt.encode({"exp": int(expires.timestamp())}, _JWT_KEY, algorithm="HS256"),
+            "refreshToken": f"refresh-{len(self.token_requests)}",
+            "refreshExpiresIn": int((now + timedelta(days=7)).timestamp()),
+        }
+
+    async def _count(self, *operations: str) -> None:
+        for operation in operations:
+            await self.tokens.token()  # as the transport does before every request
+            self.requests.append((self.clock(), operation))
 
     async def devices(self, account: str) -> list[Device]:
-        self._count("devices")
+        await self._count("devices")
         return [self.scenario.device_at(self.clock())]
 
     # KrakenClient.set_target_soc / set_ready_by read the preferences, then write them.
     async def set_target_soc(self, account: str, device_id: str, soc: int) -> None:
-        self._count("devices", "setDevicePreferences")
+        await self._count("devices", "setDevicePreferences")
 
     async def set_ready_by(self, account: str, device_id: str, ready_by: time) -> None:
-        self._count("devices", "setDevicePreferences")
+        await self._count("devices", "setDevicePreferences")
 
     async def boost(self, device_id: str) -> None:
-        self._count("updateBoostCharge")
+        await self._count("updateBoostCharge")
 
     async def cancel_boost(self, device_id: str) -> None:
-        self._count("updateBoostCharge")
+        await self._count("updateBoostCharge")
 
     async def suspend(self, device_id: str) -> None:
-        self._count("updateDeviceSmartControl")
+        await self._count("updateDeviceSmartControl")
 
     async def unsuspend(self, device_id: str) -> None:
-        self._count("updateDeviceSmartControl")
+        await self._count("updateDeviceSmartControl")
+
+    def install_token_refresh(self, scheduler: SimulatedScheduler) -> None:
+        """The daemon's ``_token_refresh`` loop as a chain of one-shot jobs on the sim clock."""
+
+        def arm() -> None:
+            due = self.tokens.refresh_due_at
+            wait = 60.0 if due is None else max(1.0, (due - self.clock()).total_seconds())
+            at = self.clock() + timedelta(seconds=min(wait, TOKEN_LOOP_MAX_SLEEP))
+            scheduler.add_job(
+                tick, DateTrigger(run_date=at, timezone=UTC), id="token", replace_existing=True
+            )
+
+        async def tick() -> None:
+            await self.tokens.refresh_if_due()
+            arm()
+
+        arm()
 
 
 class NullPublisher:
@@ -229,6 +278,7 @@ class SimulatedAgent(AccountAgent):
         self.poll_starts: list[datetime] = []
 
     async def poll(self, may_retry: Callable[[], bool] | None = None) -> PollOutcome:
+        await self.counting_client.tokens.token()  # one poll request, with a valid JWT
         started = self.sim_clock()
         self.poll_starts.append(started)
         self.sim_clock.advance(timedelta(seconds=self.poll_seconds))
@@ -260,6 +310,7 @@ class SimulationTrace:
     scenario: str
     polls: list[datetime]
     other_requests: list[tuple[datetime, str]]
+    token_requests: list[datetime]
     refresh_accepted: int
     refresh_refused: int
     commands: int
@@ -304,6 +355,7 @@ async def simulate(
 
     runner = CommandRunner(agent, poller, reply, clock=clock)
     poller.install(scheduler)  # type: ignore[arg-type]  # the simulated scheduler
+    agent.counting_client.install_token_refresh(scheduler)
     poller.request("start")
     tasks = [asyncio.create_task(poller.run()), asyncio.create_task(runner.run())]
     refresh_accepted = refresh_refused = commands = 0
@@ -352,6 +404,7 @@ async def simulate(
         scenario.name,
         polls,
         [(at, op) for at, op in agent.counting_client.requests if at >= scenario.start],
+        [at for at in agent.counting_client.token_requests if scenario.start <= at < scenario.end],
         refresh_accepted,
         refresh_refused,
         commands,
@@ -466,15 +519,18 @@ def max_in_rolling_hour(instants: Sequence[datetime]) -> int:
 
 
 def day_figures(trace: SimulationTrace) -> dict[str, Any]:
-    non_poll = [op for _, op in trace.other_requests]
+    """Counts for one day. A poll is one request (devices, plans and completed dispatches in
+    one GraphQL document); ``total_requests`` adds the commands' requests and the tokens'."""
+    other = [at for at, _ in trace.other_requests]
     return {
         "scenario": trace.scenario,
         "planned_dispatch_queries": len(trace.polls),
-        "other_requests": len(non_poll),
-        "total_requests": len(trace.polls) + len(non_poll),
+        "other_requests": len(other),
+        "token_requests": len(trace.token_requests),
+        "total_requests": len(trace.polls) + len(other) + len(trace.token_requests),
         "max_planned_in_rolling_hour": max_in_rolling_hour(trace.polls),
         "max_requests_in_rolling_hour": max_in_rolling_hour(
-            trace.polls + [at for at, _ in trace.other_requests]
+            trace.polls + other + trace.token_requests
         ),
         "refresh_accepted": trace.refresh_accepted,
         "refresh_refused": trace.refresh_refused,
@@ -575,6 +631,7 @@ async def policy_figures(*, samples: int = 2000, seed: int = 7) -> dict[str, Any
             "planned_per_minute": settings.planned_per_minute,
             "active_interval": settings.active_interval,
             "command_rechecks": settings.command_rechecks,
+            "jwt_lifetime_s": JWT_LIFETIME.total_seconds(),
             "offset_seconds": Poller(
                 SimulatedAgent(idle_day(), SimClock(DAY), POLL_SECONDS),
                 settings,

@@ -37,8 +37,8 @@ def _day(policy: dict[str, Any], name: str) -> dict[str, Any]:
     return found
 
 
-TOKEN_REFRESHES_PER_DAY = 24
-"""Kraken JWTs live 60 minutes; the daemon refreshes each one shortly before it expires."""
+P3_DAY_LIMIT = 120
+P3_HOUR_LIMIT = 20
 
 
 def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
@@ -54,11 +54,12 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     flips = live["all_flips_ms"]
     session = _day(policy, "one evening session")
     worst_hour = max(d["max_planned_in_rolling_hour"] for d in policy["days"])
+    worst_hour_all = max(d["max_requests_in_rolling_hour"] for d in policy["days"])
     largest = max(p6["runs"], key=lambda run: run["accounts"])
     slowest_round = max(largest["round_seconds"])
     later_rounds = largest["round_seconds"][1:]
     _, p7_stock_worst = p7_worst(p7)
-    session_calls = session["total_requests"] + TOKEN_REFRESHES_PER_DAY
+    session_calls = session["total_requests"]
     return [
         (
             "P1",
@@ -77,9 +78,11 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         (
             "P3",
             "≤ 120 calls on a one-session day; never > 20 planned queries an hour",
-            f"{session_calls} calls ({session['planned_dispatch_queries']} planned queries); "
-            f"worst rolling hour {worst_hour}",
-            session_calls <= 120 and worst_hour <= 20,
+            f"{session_calls} calls ({session['planned_dispatch_queries']} planned queries, "
+            f"{session['token_requests']} token refreshes, {session['other_requests']} other); "
+            f"worst rolling hour of any day: {worst_hour} planned queries (judged), "
+            f"{worst_hour_all} calls of any kind",
+            session_calls <= P3_DAY_LIMIT and worst_hour <= P3_HOUR_LIMIT,
         ),
         (
             "P4",
@@ -182,21 +185,28 @@ def _p23(policy: dict[str, Any], live: dict[str, Any]) -> list[str]:
         f"account's regular polls fall {s['offset_seconds']} s after :00 and :30. Plans come "
         "from the simulator's planner (plug-in 18:00 at 30 %, 80 % by 07:30). A poll is taken "
         "to last 0.3 s.\n",
-        "| day | planned queries | other requests | max planned in any hour | refresh "
-        "accepted / refused |",
-        "|---|---|---|---|---|",
+        "| day | planned queries | other requests | token refreshes | all calls "
+        "| max planned in any hour | max calls of any kind in any hour "
+        "| refresh accepted / refused |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for day in policy["days"]:
         lines.append(
             f"| {day['scenario']} | {day['planned_dispatch_queries']} | "
-            f"{day['other_requests']} | {day['max_planned_in_rolling_hour']} | "
+            f"{day['other_requests']} | {day['token_requests']} | {day['total_requests']} | "
+            f"{day['max_planned_in_rolling_hour']} | {day['max_requests_in_rolling_hour']} | "
             f"{day['refresh_accepted']} / {day['refresh_refused']} |"
         )
     lines += [
         "",
-        "*Other requests* are the commands' own calls (read preferences, mutate, re-read "
-        f"devices). Add about {TOKEN_REFRESHES_PER_DAY} token refreshes a day (JWTs live one "
-        "hour) to every row. The heavy day: plugged in overnight and from 16:00, Octopus "
+        "A poll is one request (devices, plans and completed dispatches in one GraphQL "
+        "document) and one planned-dispatch query per device. *Other requests* are the "
+        "commands' own calls (read preferences, mutate, re-read devices). *Token refreshes* "
+        "come from ioagent's own `TokenSource` with JWTs that live "
+        f"{s['jwt_lifetime_s'] / 60:.0f} minutes, refreshed on the daemon's schedule "
+        "(`Daemon._token_refresh`); the login at start-up is not part of the day. "
+        + _p3_hour_words(policy)
+        + " The heavy day: plugged in overnight and from 16:00, Octopus "
         "re-plans every 20 minutes, the user changes the target or ready-by time every 30 "
         "minutes from 16:00 to 23:00, and an automation asks for a `refresh` every 5 minutes "
         "all day. The last row is the evening session if the car reported "
@@ -243,6 +253,43 @@ def _p23(policy: dict[str, Any], live: dict[str, Any]) -> list[str]:
         )
     lines.append("")
     return lines
+
+
+def _p3_miss(policy: dict[str, Any]) -> str:
+    session = _day(policy, "one evening session")
+    parts = []
+    if session["total_requests"] > P3_DAY_LIMIT:
+        parts.append(
+            f"The one-session day makes {session['total_requests']} calls against "
+            f"{P3_DAY_LIMIT}: {session['planned_dispatch_queries']} planned queries, "
+            f"{session['token_requests']} token refreshes and {session['other_requests']} "
+            "other requests."
+        )
+    for day in policy["days"]:
+        if day["max_planned_in_rolling_hour"] > P3_HOUR_LIMIT:
+            parts.append(
+                f"On the {day['scenario']} day one rolling hour holds "
+                f"{day['max_planned_in_rolling_hour']} planned queries against "
+                f"{P3_HOUR_LIMIT}."
+            )
+    return " ".join(parts)
+
+
+def _p3_hour_words(policy: dict[str, Any]) -> str:
+    days = policy["days"]
+    planned = max(d["max_planned_in_rolling_hour"] for d in days)
+    every = max(d["max_requests_in_rolling_hour"] for d in days)
+    over = [d["scenario"] for d in days if d["max_requests_in_rolling_hour"] > P3_HOUR_LIMIT]
+    text = (
+        f"The summary judges the hourly limit on planned-dispatch queries (worst rolling hour "
+        f"of the {len(days)} days: {planned}, limit {P3_HOUR_LIMIT}), because that is the "
+        "budget the issue defines and `[polling] planned_per_hour` enforces, and Octopus "
+        "documents its rate limits per operation (`flexPlannedDispatches`), not over every "
+        f"call. Counting every call of any kind, the worst rolling hour is {every}"
+    )
+    if over:
+        return text + f", over {P3_HOUR_LIMIT} on: {', '.join(over)}."
+    return text + f", within {P3_HOUR_LIMIT} as well."
 
 
 def _p7_miss(p7: dict[str, Any]) -> str:
@@ -520,9 +567,7 @@ def _misses(r: dict[str, Any], met: dict[str, bool]) -> list[str]:
             f"{policy['p2_plugged_not_active_seconds']['p95']:.0f} s)."
         )
     if not met["P3"]:
-        lines.append(
-            "- **P3.** See the table above: the calls a day exceed the target on the listed day."
-        )
+        lines.append("- **P3.** " + _p3_miss(policy))
     if not met["P4"]:
         growth = p4["rss_idle_max_mb"] - p4["rss_after_start_mb"]
         lines.append(

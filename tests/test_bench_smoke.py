@@ -65,6 +65,15 @@ async def test_simulated_idle_day_polls_twice_an_hour() -> None:
     assert figures["planned_dispatch_queries"] == 6
     assert figures["max_planned_in_rolling_hour"] == 2
     assert all(poll.second == 20 and poll.minute % 30 == 1 for poll in trace.polls)
+    # The login at the start-up poll of the 2 h warm-up (20 s after :00, past the quiet
+    # seconds), then a refresh 5 minutes before each JWT expires: 55, 110, 165, 220 and 275
+    # minutes after it; the last three fall in the window.
+    login = day.start - timedelta(hours=2) + timedelta(seconds=20)
+    assert trace.token_requests == [login + timedelta(minutes=55 * n) for n in (3, 4, 5)]
+    assert figures["token_requests"] == 3
+    assert figures["total_requests"] == 6 + 3
+    # 00:45:20 (token), 01:01:20 and 01:31:20 (polls), 01:40:20 (token) lie within one hour.
+    assert figures["max_requests_in_rolling_hour"] == 4
 
 
 async def test_simulated_refreshes_respect_the_hourly_budget() -> None:
