@@ -36,7 +36,7 @@ from pydantic import SecretStr
 
 from bench.stats import summary
 from ioagent.agent import AccountAgent, PollOutcome
-from ioagent.budget import HOUR
+from ioagent.budget import HOUR, REGULAR_RESERVE, is_quiet_second
 from ioagent.command_runner import CommandRunner
 from ioagent.commands import Command, CommandRejection, parse_command
 from ioagent.config import PollingSettings, TariffSettings
@@ -306,6 +306,43 @@ class SimClock:
 
 
 @dataclass
+class Decision:
+    """One run of ``Poller._poll_for``: what asked for a poll, and what came of it."""
+
+    at: datetime
+    reasons: tuple[str, ...]
+    outcome: str
+    """``polled``, or why not: ``quiet`` (around :00/:30), ``backoff`` or ``budget``."""
+    active_before: bool
+    """The agent's ``is_active`` at that instant, from what the previous poll had seen."""
+    active_after: bool | None
+    """``is_active`` right after this poll (None: no poll)."""
+
+
+class TracingPoller(Poller):
+    """The real Poller; each decision is recorded, nothing about it is changed."""
+
+    def __init__(self, agent: SimulatedAgent, *args: Any, **kwargs: Any) -> None:
+        super().__init__(agent, *args, **kwargs)
+        self.sim_agent = agent
+        self.decisions: list[Decision] = []
+
+    async def _poll_for(self, reasons: set[Any]) -> None:
+        now = self.clock()
+        polls_before = len(self.sim_agent.poll_starts)
+        quiet, backing_off = is_quiet_second(now), self._backing_off(now)
+        active_before = self.agent.is_active(now)
+        await super()._poll_for(reasons)
+        polled = len(self.sim_agent.poll_starts) > polls_before
+        # Poller._poll_for either polls or returns on one of these three conditions.
+        outcome = (
+            "polled" if polled else "quiet" if quiet else "backoff" if backing_off else "budget"
+        )
+        after = self.agent.is_active(self.clock()) if polled else None
+        self.decisions.append(Decision(now, tuple(sorted(reasons)), outcome, active_before, after))
+
+
+@dataclass
 class SimulationTrace:
     scenario: str
     polls: list[datetime]
@@ -314,6 +351,7 @@ class SimulationTrace:
     refresh_accepted: int
     refresh_refused: int
     commands: int
+    decisions: list[Decision] = field(default_factory=list)
 
 
 async def _settle(
@@ -347,7 +385,7 @@ async def simulate(
     clock = SimClock(scenario.start - warmup)
     agent = SimulatedAgent(scenario, clock, poll_seconds)
     scheduler = SimulatedScheduler(clock)
-    poller = Poller(agent, settings, clock=clock, rng=random.Random(seed))
+    poller = TracingPoller(agent, settings, clock=clock, rng=random.Random(seed))
     replies: list[str] = []
 
     async def reply(command: Command | CommandRejection, status: str, error: str | None) -> None:
@@ -408,6 +446,7 @@ async def simulate(
         refresh_accepted,
         refresh_refused,
         commands,
+        [d for d in poller.decisions if scenario.start <= d.at < scenario.end],
     )
 
 
@@ -538,6 +577,61 @@ def day_figures(trace: SimulationTrace) -> dict[str, Any]:
     }
 
 
+def _hms(at: datetime) -> str:
+    return at.astimezone(LONDON).strftime("%H:%M:%S")
+
+
+def poll_pattern(trace: SimulationTrace, within: float = 10.0) -> dict[str, Any]:
+    """What the Poller did on one day, from its recorded decisions (times are London)."""
+    polls = [d for d in trace.decisions if d.outcome == "polled"]
+    after_active = [
+        (polls[i], (polls[i + 1].at - polls[i].at).total_seconds())
+        for i in range(len(polls) - 1)
+        if polls[i].active_after
+    ]
+    refusals = []
+    for decision in trace.decisions:
+        if decision.outcome != "budget":
+            continue
+        following = next((p for p in polls if p.at > decision.at), None)
+        refusals.append(
+            {
+                "at": _hms(decision.at),
+                "reasons": list(decision.reasons),
+                "next_poll_after_s": None
+                if following is None
+                else round((following.at - decision.at).total_seconds()),
+                "next_poll_reasons": None if following is None else list(following.reasons),
+            }
+        )
+    doubles = [
+        {
+            "at": _hms(polls[i].at),
+            "after_s": round((polls[i].at - polls[i - 1].at).total_seconds(), 1),
+            "reasons": list(polls[i].reasons),
+            "active_before": polls[i].active_before,
+            "previous_at": _hms(polls[i - 1].at),
+            "previous_reasons": list(polls[i - 1].reasons),
+            "previous_active_after": polls[i - 1].active_after,
+        }
+        for i in range(1, len(polls))
+        if (polls[i].at - polls[i - 1].at).total_seconds() < within
+    ]
+    longest = max(after_active, key=lambda pair: pair[1], default=None)
+    return {
+        "polls": len(polls),
+        "budget_refusals": refusals,
+        "gap_after_active_poll_s": summary([gap for _, gap in after_active], digits=0),
+        "longest_gap_after_active_poll": None
+        if longest is None
+        else {"after": _hms(longest[0].at), "seconds": round(longest[1])},
+        "reasons_of_polls_while_not_active": sorted(
+            {r for p in polls if not p.active_before for r in p.reasons}
+        ),
+        "back_to_back": doubles,
+    }
+
+
 def detection_delays(polls: Sequence[datetime], changes: Sequence[datetime]) -> list[float | None]:
     """Seconds from each change to the first poll that starts at or after it (None: none)."""
     ordered = sorted(polls)
@@ -622,6 +716,7 @@ async def policy_figures(*, samples: int = 2000, seed: int = 7) -> dict[str, Any
                 "planned_dispatch_queries": len(trace.polls),
                 "max_planned_in_rolling_hour": max_in_rolling_hour(trace.polls),
                 "p2_active_seconds": summary([d for d in delays if d is not None], digits=0),
+                "pattern": poll_pattern(trace),
             }
         )
     return {
@@ -641,7 +736,9 @@ async def policy_figures(*, samples: int = 2000, seed: int = 7) -> dict[str, Any
         "days": [day_figures(trace) for trace in [*traces, whole_trace]],
         "p2_active_seconds": summary(active_delays, digits=0),
         "p2_plugged_not_active_seconds": summary(quiet_delays, digits=0),
-        "session_polls": [p.strftime("%H:%M:%S") for p in session_trace.polls],
+        "session_polls": [_hms(p) for p in session_trace.polls],
+        "session_pattern": poll_pattern(session_trace),
+        "extra_poll_budget": settings.planned_per_hour - REGULAR_RESERVE,
     }
 
 

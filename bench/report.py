@@ -243,16 +243,164 @@ def _p23(policy: dict[str, Any], live: dict[str, Any]) -> list[str]:
             f"| {_seconds_or(change['predicted_s'], 'no poll within the run')} |"
         )
     lines.append("")
-    doubles = back_to_back(policy["session_polls"])
-    if doubles:
-        lines.append(
-            f"Polls of the one-session day that start within 10 s of the previous one: "
-            f"{', '.join(doubles)}. Each is an `active` poll scheduled while the session was "
-            "active that still fires after the regular poll found it no longer active (the "
-            "poller never withdraws that job): one wasted call each time a session goes quiet.\n"
-        )
+    lines += _p2_sensitivity(policy)
+    lines += _back_to_back_words(policy["session_pattern"])
     lines.append("")
     return lines
+
+
+P2_TARGET_S = 180.0
+
+
+def _refusal_words(pattern: dict[str, Any]) -> str:
+    refusals = pattern["budget_refusals"]
+    if not refusals:
+        return "the hourly budget refused no poll"
+    first = refusals[0]
+    following = (
+        "no later poll that day"
+        if first["next_poll_after_s"] is None
+        else f"the next poll ({', '.join(first['next_poll_reasons'])}) "
+        f"{first['next_poll_after_s']} s later"
+    )
+    return (
+        f"the hourly budget refused {len(refusals)} poll{'s' if len(refusals) > 1 else ''}, "
+        f"the first at {first['at']} ({', '.join(first['reasons'])}), with {following}"
+    )
+
+
+def _p2_sensitivity(policy: dict[str, Any]) -> list[str]:
+    rows = policy.get("p2_by_active_interval", [])
+    if not rows:
+        return []
+    lines = [
+        "The same one-session day with other values of `[polling] active_interval` (other "
+        "settings default); *longest gap* is the longest time from a poll that found the "
+        "session active to the next poll:\n",
+        "| `active_interval` | planned queries | worst hour | budget refusals "
+        "| longest gap | P2 p50 | P2 p95 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        pattern = row["pattern"]
+        longest = pattern["longest_gap_after_active_poll"]
+        gap = "-" if longest is None else f"{longest['seconds']} s (after {longest['after']})"
+        lines.append(
+            f"| {row['active_interval']} s | {row['planned_dispatch_queries']} | "
+            f"{row['max_planned_in_rolling_hour']} | {len(pattern['budget_refusals'])} | {gap} "
+            f"| {row['p2_active_seconds']['p50']:.0f} s | {row['p2_active_seconds']['p95']:.0f} s |"
+        )
+    lines.append("")
+    words = []
+    for row in rows:
+        pattern = row["pattern"]
+        met = row["p2_active_seconds"]["p95"] <= P2_TARGET_S
+        longest = pattern["longest_gap_after_active_poll"]
+        text = (
+            f"at {row['active_interval']} s the p95 is {row['p2_active_seconds']['p95']:.0f} s "
+            f"({'meets' if met else 'misses'} the {P2_TARGET_S:.0f} s target) and "
+            f"{_refusal_words(pattern)}"
+        )
+        if longest is not None and longest["seconds"] > row["active_interval"] + 5:
+            text += (
+                f"; the longest gap, {longest['seconds']} s, is longer than the interval, so "
+                "extra polling stopped for that long"
+            )
+        words.append(text)
+    lines.append("In this table " + "; ".join(words) + ".\n")
+    return lines
+
+
+def _back_to_back_words(pattern: dict[str, Any]) -> list[str]:
+    doubles = pattern["back_to_back"]
+    if not doubles:
+        return []
+    items = []
+    wasted = 0
+    for d in doubles:
+        state = (
+            "active"
+            if d["previous_active_after"]
+            else "no longer active"
+            if d["previous_active_after"] is False
+            else "in an unknown state"
+        )
+        items.append(
+            f"{d['at']} ({', '.join(d['reasons'])}), {d['after_s']} s after the "
+            f"{', '.join(d['previous_reasons'])} poll at {d['previous_at']}, which had found "
+            f"the session {state}"
+        )
+        wasted += d["reasons"] == ["active"] and d["previous_active_after"] is False
+    text = "Polls of the one-session day (default settings) that start within 10 s of the "
+    text += "previous one: " + "; ".join(items) + "."
+    if wasted:
+        which = (
+            "It is an `active` poll"
+            if len(doubles) == 1
+            else f"{wasted} of them are `active` polls"
+            if wasted > 1
+            else "One of them is an `active` poll"
+        )
+        text += (
+            f" {which} right after a poll that found nothing active: a call that could not "
+            "learn anything new."
+        )
+    return [text + "\n"]
+
+
+def _p2_miss(policy: dict[str, Any]) -> str:
+    settings, pattern = policy["settings"], policy["session_pattern"]
+    session = _day(policy, "one evening session")
+    interval = settings["active_interval"]
+    p95 = policy["p2_active_seconds"]["p95"]
+    gaps = pattern["gap_after_active_poll_s"]
+    text = (
+        f"With the default settings a change while active is seen after p95 {p95:.0f} s, "
+        f"against {P2_TARGET_S:.0f} s. On the one-session day {_refusal_words(pattern)}; its "
+        f"worst rolling hour held {session['max_planned_in_rolling_hour']} planned queries, of "
+        f"the {policy['extra_poll_budget']} that extra polls may use "
+        f"({settings['planned_per_hour']} less the calls kept for the regular polls)."
+    )
+    if gaps.get("n"):
+        text += (
+            f" After a poll that found the session active, the next poll came p50 "
+            f"{gaps['p50']:.0f} s and at most {gaps['max']:.0f} s later; `active_interval` is "
+            f"{interval} s."
+        )
+        if not pattern["budget_refusals"] and gaps["max"] <= interval + 5:
+            text += (
+                " So the wait is set by `active_interval`, not by the budget: with polls "
+                f"{interval} s apart a change waits up to {interval} s"
+                + (
+                    f", more than {P2_TARGET_S:.0f} s."
+                    if interval > P2_TARGET_S
+                    else f", and the p95 over {P2_TARGET_S:.0f} s comes from the rest of the "
+                    "distribution (see the table)."
+                )
+            )
+        elif pattern["budget_refusals"]:
+            text += (
+                " The budget, not the interval alone, sets the tail: the gaps after a refused "
+                "poll are longer than the interval."
+            )
+    meeting = [
+        row["active_interval"]
+        for row in policy.get("p2_by_active_interval", [])
+        if row["p2_active_seconds"]["p95"] <= P2_TARGET_S
+    ]
+    text += (
+        f" In the `active_interval` table above, {', '.join(f'{m} s' for m in meeting)} "
+        f"{'meets' if len(meeting) == 1 else 'meet'} the target."
+        if meeting
+        else " No `active_interval` in the table above meets the target."
+    )
+    quiet = policy["p2_plugged_not_active_seconds"]
+    text += (
+        f" Plugged in but not active (no slot within the hour, car not charging), detection "
+        f"takes p95 {quiet['p95']:.0f} s; the polls made while nothing was active were "
+        f"triggered by: {', '.join(pattern['reasons_of_polls_while_not_active']) or 'none'}."
+    )
+    return text
 
 
 def _p3_miss(policy: dict[str, Any]) -> str:
@@ -318,12 +466,6 @@ def _p7_miss(p7: dict[str, Any]) -> str:
     if stock.get("ioagent_nodelay") is False:
         text += " ioagent's own broker socket was found without `TCP_NODELAY`."
     return text
-
-
-def back_to_back(polls: list[str], within: int = 10) -> list[str]:
-    """Polls (HH:MM:SS) that start less than ``within`` seconds after the previous one."""
-    seconds = [int(t[:2]) * 3600 + int(t[3:5]) * 60 + int(t[6:8]) for t in polls]
-    return [polls[i] for i in range(1, len(polls)) if seconds[i] - seconds[i - 1] < within]
 
 
 def _seconds_or(value: float | None, missing: str) -> str:
@@ -541,31 +683,7 @@ def _misses(r: dict[str, Any], met: dict[str, bool]) -> list[str]:
             "host (the subscriber runs in the same process)."
         )
     if not met["P2"]:
-        lines.append(
-            f"- **P2 (policy).** While a session is active the daemon polls every "
-            f"{policy['settings']['active_interval']} s (`[polling] active_interval`, plus the "
-            "regular :00/:30 polls), so a change waits on average half of that and at worst all "
-            f"of it: p95 {policy['p2_active_seconds']['p95']:.0f} s against 180 s. That is the "
-            "budget choice (at most 20 planned-dispatch queries an hour, as Octopus asked), "
-            "not slowness. A shorter interval does not rescue it, because of a poller bug:"
-            " \n\n"
-            "  | `active_interval` | planned queries on the session day | worst hour | P2 p50 "
-            "| P2 p95 |\n  |---|---|---|---|---|\n"
-            + "".join(
-                f"  | {row['active_interval']} s | {row['planned_dispatch_queries']} | "
-                f"{row['max_planned_in_rolling_hour']} | {row['p2_active_seconds']['p50']:.0f} s "
-                f"| {row['p2_active_seconds']['p95']:.0f} s |\n"
-                for row in policy.get("p2_by_active_interval", [])
-            )
-            + "\n  Once the hourly budget (less the 2 calls kept for the regular polls) refuses an "
-            "`active` poll, the poller drops it without re-arming the next one "
-            "(`Poller._poll_for`, the `extra_poll_skipped_budget` branch), so extra polling "
-            "stops until the next regular poll, up to 30 minutes later. Outside the active "
-            "part of a plugged-in "
-            "evening (no slot within the hour, car not charging) only the regular half-hourly "
-            f"polls run, and detection takes up to 30 minutes (p95 "
-            f"{policy['p2_plugged_not_active_seconds']['p95']:.0f} s)."
-        )
+        lines.append("- **P2 (policy).** " + _p2_miss(policy))
     if not met["P3"]:
         lines.append("- **P3.** " + _p3_miss(policy))
     if not met["P4"]:

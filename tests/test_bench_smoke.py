@@ -177,3 +177,38 @@ def test_p6_judges_round_one_too() -> None:
     # The same figures with a quick round 1 raise no miss for round 1.
     quick = run | {"round_seconds": [9.0, 7.0, 7.0]}
     assert "round 1" not in report._p6_miss(quick)
+
+
+async def test_poll_pattern_comes_from_the_pollers_decisions() -> None:
+    trace = await policy.simulate(policy.evening_session_day())
+    pattern = policy.poll_pattern(trace)
+    assert pattern["polls"] == len(trace.polls)
+    assert all(d.outcome in {"polled", "quiet", "backoff", "budget"} for d in trace.decisions)
+    assert len(pattern["budget_refusals"]) == sum(d.outcome == "budget" for d in trace.decisions)
+    for double in pattern["back_to_back"]:
+        assert double["after_s"] < 10
+
+
+async def test_p2_words_follow_the_figures() -> None:
+    figures = await policy.policy_figures(samples=20)
+    figures["session_pattern"]["budget_refusals"] = []
+    figures["session_pattern"]["back_to_back"] = []
+    interval = figures["settings"]["active_interval"]
+    gaps = figures["session_pattern"]["gap_after_active_poll_s"]
+    gaps["max"] = interval
+    text = report._p2_miss(figures)
+    assert "refused no poll" in text and "set by `active_interval`" in text
+    assert report._back_to_back_words(figures["session_pattern"]) == []
+    # A refusal in the data changes the attribution; the words are not fixed.
+    figures["session_pattern"]["budget_refusals"] = [
+        {
+            "at": "23:07:20",
+            "reasons": ["active"],
+            "next_poll_after_s": 1439,
+            "next_poll_reasons": ["regular"],
+        }
+    ]
+    gaps["max"] = interval + 1439
+    text = report._p2_miss(figures)
+    assert "refused 1 poll, the first at 23:07:20" in text
+    assert "set by `active_interval`" not in text
