@@ -9,7 +9,9 @@ lateness is arrival time minus the boundary instant (both wall clock, same host)
 
 While that runs, the marker slot's end is moved now and then. How long the daemon takes to
 publish the moved slot, and how many ``flexPlannedDispatches`` calls the simulator counted, are
-compared with what :mod:`bench.policy` predicts for the same start instant and settings.
+compared with what :mod:`bench.policy` predicts for the same start instant and settings. For
+that the car reports SMART_CONTROL_IN_PROGRESS throughout and ``active_interval`` is 60 s (the
+default is 300 s), so the daemon polls about once a minute and several changes are detected.
 """
 
 from __future__ import annotations
@@ -45,18 +47,25 @@ class LiveConfig:
     slot_seconds: tuple[int, ...] = (1, 2, 3)
     gap_seconds: tuple[int, ...] = (1, 2, 3)
     duration_seconds: float = 330.0
-    """How long the daemon runs (the policy check needs at least one active interval)."""
-    change_offsets: tuple[float, ...] = (20.0, 110.0, 200.0, 290.0)
+    """How long the daemon runs (the policy check needs several active intervals)."""
+    change_offsets: tuple[float, ...] = (20.0, 65.0, 110.0, 155.0, 200.0, 245.0, 290.0)
     """Seconds after the daemon is up at which the marker slot is moved."""
-    polling: dict[str, Any] = field(default_factory=dict)
+    polling: dict[str, Any] = field(default_factory=lambda: {"active_interval": CHECK_INTERVAL})
+    """``[polling]`` for this run. ``active_interval`` is shortened from the default 300 s so
+    that several polls, and so several detections, fall within a few minutes."""
+    charging: bool = True
+    """The car reports SMART_CONTROL_IN_PROGRESS for the whole run, so the daemon is active
+    (and polls every ``active_interval``) whatever the slots say."""
     seed: int = 11
 
 
+CHECK_INTERVAL = 60
+"""The smallest ``active_interval`` the settings accept."""
+
 QUICK = LiveConfig(
     slots=15,
-    duration_seconds=75.0,
-    change_offsets=(10.0, 35.0),
-    polling={"active_interval": 60},
+    duration_seconds=125.0,
+    change_offsets=(10.0, 40.0, 70.0, 100.0),
 )
 
 
@@ -123,6 +132,8 @@ async def _run(
     marker_start = utc_now().replace(second=0, microsecond=0) + timedelta(minutes=40)
     marker_end = marker_start + timedelta(minutes=30)
     state.add_dispatch(device, marker_start, marker_end, "SMART", 3.5)
+    if config.charging:
+        state.set_device_state(device, policy.CHARGING)
     state.reset_calls()
     polling = {"backoff_initial": 1.0, "backoff_max": 10.0, **config.polling}
 
@@ -146,6 +157,7 @@ async def _run(
         finished = utc_now()
         messages = list(d.watcher.messages)
         topics = d.topics
+        active_at_end = d.daemon.agent.is_active(finished)
     calls = state.calls()
 
     boundaries = sorted([(s, "true") for s, _ in slots] + [(e, "false") for _, e in slots])
@@ -183,9 +195,15 @@ async def _run(
                 ),
             )
         ],
+        # The device reports SMART_CONTROL_IN_PROGRESS while "plugged", as the simulator's car.
+        plugged=[(first_call - timedelta(hours=1), finished)] if config.charging else [],
+        charging_state_while_plugged=config.charging,
     )
     predicted = await policy.simulate(scenario, settings, poll_seconds=0.02, warmup=timedelta(0))
     predicted_detection = policy.detection_delays(predicted.polls, [c for c, _ in changes])
+    real_offsets = [(p - first_call).total_seconds() for p in poll_times]
+    predicted_offsets = [(p - first_call).total_seconds() for p in predicted.polls]
+    paired = len(real_offsets) == len(predicted_offsets)
     return {
         "boundaries": len(boundaries),
         "slot_seconds": list(config.slot_seconds),
@@ -197,12 +215,21 @@ async def _run(
         "missed_flips": 2 * len(boundaries) - len(offpeak) - len(dispatching),
         "run_seconds": round((finished - up).total_seconds(), 1),
         "polling": {k: v for k, v in config.polling.items()},
+        "charging": config.charging,
+        "daemon_active_at_end": active_at_end,
         "planned_queries_real": len(poll_times),
         "planned_queries_predicted": len(predicted.polls),
-        "poll_offsets_real_s": [round((p - first_call).total_seconds(), 1) for p in poll_times],
-        "poll_offsets_predicted_s": [
-            round((p - first_call).total_seconds(), 1) for p in predicted.polls
-        ],
+        "poll_offsets_real_s": [round(x, 1) + 0.0 for x in real_offsets],
+        "poll_offsets_predicted_s": [round(x, 1) + 0.0 for x in predicted_offsets],
+        "poll_offset_max_difference_s": round(
+            max(
+                (abs(a - b) for a, b in zip(real_offsets, predicted_offsets, strict=True)),
+                default=0.0,
+            ),
+            2,
+        )
+        if paired
+        else None,
         "requests_by_operation": calls["by_operation"],
         "changes": [
             {

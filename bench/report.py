@@ -223,29 +223,86 @@ def _p23(policy: dict[str, Any], live: dict[str, Any]) -> list[str]:
             "plugged in, but no slot within the hour", policy["p2_plugged_not_active_seconds"], "s"
         ),
         "",
-        "**Real-time check.** During the P1 run the simulator counted the daemon's "
-        f"`flexPlannedDispatches` calls: {live['planned_queries_real']} real against "
-        f"{live['planned_queries_predicted']} predicted by the same simulation for the same "
-        f"start instant and {live['run_seconds']} s "
-        f"(settings {live['polling'] or 'default'}). Poll instants, seconds after the first "
-        f"request: real {live['poll_offsets_real_s']}, predicted "
-        f"{live['poll_offsets_predicted_s']}. Requests by operation: "
-        f"{live['requests_by_operation']}.\n",
-        "The plan was changed (a slot 40 minutes ahead was moved) at these instants; detection "
-        "is when the moved slot appeared on the `planned` topic:\n",
-        "| change at | detected after | predicted |",
-        "|---|---|---|",
     ]
-    for change in live["changes"]:
-        real = change["detected_after_s"]
-        lines.append(
-            f"| {change['at_s']} s | {'not within the run' if real is None else f'{real} s'} "
-            f"| {_seconds_or(change['predicted_s'], 'no poll within the run')} |"
-        )
-    lines.append("")
     lines += _p2_sensitivity(policy)
     lines += _back_to_back_words(policy["session_pattern"])
-    lines.append("")
+    lines += _realtime_check(live)
+    return lines
+
+
+def _realtime_check(live: dict[str, Any]) -> list[str]:
+    polling = live["polling"]
+    settings = ", ".join(f"`{k} = {v}`" for k, v in polling.items()) or "the defaults"
+    interval = polling.get("active_interval")
+    lines = [
+        f"**Real-time check.** The P1 run ({live['run_seconds']} s of the real daemon against "
+        "the simulator) also checks this simulation. "
+        + (
+            "The simulator's car reported `SMART_CONTROL_IN_PROGRESS` for the whole run, so "
+            "the daemon counts as active (it still did at the end: "
+            f"{'yes' if live['daemon_active_at_end'] else '**no**'}). "
+            if live.get("charging")
+            else ""
+        )
+        + f"`[polling]` for this run only: {settings}"
+        + (
+            f" (the default `active_interval` is 300 s; {interval} s puts several polls "
+            "within the run). "
+            if interval is not None
+            else ". "
+        )
+        + "The same simulation as above, run for the same settings, start instant and "
+        "length, predicts when the daemon polls and when it sees each plan change.\n",
+        "| | real | predicted |",
+        "|---|---|---|",
+        f"| `flexPlannedDispatches` calls | {live['planned_queries_real']} | "
+        f"{live['planned_queries_predicted']} |",
+        f"| poll instants, s after the first request | {live['poll_offsets_real_s']} | "
+        f"{live['poll_offsets_predicted_s']} |",
+        "",
+    ]
+    difference = live.get("poll_offset_max_difference_s")
+    if difference is None:
+        lines.append(
+            f"The number of polls differs ({live['planned_queries_real']} real, "
+            f"{live['planned_queries_predicted']} predicted).\n"
+        )
+    else:
+        lines.append(
+            f"Each real poll started within {difference} s of its predicted instant. "
+            f"Requests by operation: {live['requests_by_operation']}.\n"
+        )
+    lines += [
+        "The plan was changed (a slot 40 minutes ahead was moved) at these instants; detection "
+        "is when the moved slot appeared on the `planned` topic, prediction is the start of "
+        "the first predicted poll after the change:\n",
+        "| change at | detected after | predicted | real − predicted |",
+        "|---|---|---|---|",
+    ]
+    differences = []
+    for change in live["changes"]:
+        real, predicted = change["detected_after_s"], change["predicted_s"]
+        delta = "-"
+        if real is not None and predicted is not None:
+            differences.append(real - predicted)
+            delta = f"{real - predicted:+.1f} s"
+        lines.append(
+            f"| {change['at_s']} s | {_seconds_or(real, 'not within the run')} "
+            f"| {_seconds_or(predicted, 'no poll within the run')} | {delta} |"
+        )
+    seen = sum(c["detected_after_s"] is not None for c in live["changes"])
+    expected = sum(c["predicted_s"] is not None for c in live["changes"])
+    text = (
+        f"\n{seen} of {len(live['changes'])} changes were seen within the run "
+        f"({expected} predicted)"
+    )
+    if differences:
+        text += (
+            f"; where both exist, real minus predicted is {min(differences):+.1f} to "
+            f"{max(differences):+.1f} s (the real figure also holds the poll request and the "
+            "publish)"
+        )
+    lines += [text + ".\n", ""]
     return lines
 
 

@@ -89,14 +89,15 @@ async def test_simulated_refreshes_respect_the_hourly_budget() -> None:
 
 
 async def test_harness_runs_on_tiny_inputs(broker: Broker, tmp_path: Path) -> None:
-    config = live.LiveConfig(
-        slots=2, lead_seconds=3.0, duration_seconds=3.0, change_offsets=(0.5,), polling={}
-    )
+    config = live.LiveConfig(slots=2, lead_seconds=3.0, duration_seconds=3.0, change_offsets=(0.5,))
     p1 = await live.run_live(config, tmp_path / "p1")
     assert p1["boundaries"] == 4
     assert p1["all_flips_ms"]["n"] + p1["missed_flips"] == 8
     assert p1["planned_queries_real"] >= 1 and p1["planned_queries_predicted"] >= 1
     assert len(p1["changes"]) == 1
+    # The car charges for the whole run, so the daemon is still active at its end.
+    assert p1["charging"] is True and p1["daemon_active_at_end"] is True
+    assert p1["polling"] == {"active_interval": live.CHECK_INTERVAL}
 
     p7 = await commands.command_overhead(1, tmp_path / "p7")
     assert p7["publish_to_api_ms"]["n"] == len(commands.COMMANDS)
