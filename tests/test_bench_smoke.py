@@ -50,6 +50,25 @@ def test_flip_lateness_matches_flips_in_order() -> None:
     )
 
 
+def test_aligned_layout_puts_offpeak_flips_on_the_half_hour() -> None:
+    first = live.ceil_half_hour(T0 + timedelta(minutes=1))
+    assert first == T0 + timedelta(minutes=30)
+    config = live.AlignedConfig(kinds=("aligned", "rounded", "fixed"))
+    slots, fixed, expected = live.aligned_layout(config, first)
+    hour = timedelta(hours=1)
+    assert slots == [
+        (first, first + timedelta(minutes=30)),
+        (first + hour + timedelta(minutes=7), first + hour + timedelta(minutes=23)),
+    ]
+    assert fixed == (first + 2 * hour, first + 2 * hour + timedelta(minutes=30))
+    offpeak = [e for e in expected if e.topic == "offpeak"]
+    assert len(offpeak) == 6 and all(e.on_half_hour for e in offpeak)
+    dispatching = [e for e in expected if e.topic == "dispatching"]
+    assert [e.on_half_hour for e in dispatching] == [True, True, False, False]
+    with pytest.raises(ValueError):
+        live.aligned_layout(live.AlignedConfig(kinds=("fixed", "fixed")), first)
+
+
 def test_detection_delay_is_time_to_the_next_poll() -> None:
     polls = [T0, T0 + timedelta(minutes=5)]
     changes = [T0 + timedelta(minutes=1), T0 + timedelta(minutes=5), T0 + timedelta(hours=1)]
@@ -99,6 +118,12 @@ async def test_harness_runs_on_tiny_inputs(broker: Broker, tmp_path: Path) -> No
     assert p1["charging"] is True and p1["daemon_active_at_end"] is True
     assert p1["polling"] == {"active_interval": live.CHECK_INTERVAL}
 
+    aligned = await live.run_aligned(live.AlignedConfig(kinds=("rounded",)), tmp_path / "p1a")
+    # A rounded slot: offpeak on at :00/:30, dispatching at +7 and +23 min, offpeak off.
+    assert aligned["boundaries"] == 4 and aligned["half_hour_boundaries"] == 2
+    assert aligned["expected_flips"] == 4
+    assert len(aligned["lateness_ms"]) + aligned["missed_flips"] == 4
+
     p7 = await commands.command_overhead(1, tmp_path / "p7")
     assert p7["publish_to_api_ms"]["n"] == len(commands.COMMANDS)
     assert p7["api_to_reply_ms"]["n"] == len(commands.COMMANDS)
@@ -134,6 +159,7 @@ async def test_harness_runs_on_tiny_inputs(broker: Broker, tmp_path: Path) -> No
 
     results = {
         "p1_live": p1,
+        "p1_aligned": aligned,
         "p23_policy": p23,
         "p4": p4,
         "p5": p5,
@@ -157,6 +183,10 @@ async def test_harness_runs_on_tiny_inputs(broker: Broker, tmp_path: Path) -> No
         "## Where we miss",
     ):
         assert heading in page
+    assert "**Half-hour boundaries.**" in page
+    # 8 boundaries cannot show the 100-boundary target as met, and the page says why.
+    assert "**missed**" in page.split("| P1 |")[1].split("\n")[0]
+    assert "fewer than 100 (quick mode)" in page
     # Two accounts cannot show the 1,000-account target as met.
     assert "| P6 |" in page and "**missed**" in page.split("| P6 |")[1].split("\n")[0]
 
