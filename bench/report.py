@@ -40,6 +40,7 @@ def _day(policy: dict[str, Any], name: str) -> dict[str, Any]:
     return found
 
 
+P4_TARGET_MB = 45.0
 P3_DAY_LIMIT = 120
 P3_HOUR_LIMIT = 20
 
@@ -97,7 +98,7 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             "P4",
             "steady RSS ≤ 45 MB",
             f"{p4['rss_after_publishes_mb']} MB after {p4['publishes']} publishes",
-            p4["rss_idle_max_mb"] <= 45,
+            p4["rss_idle_max_mb"] <= P4_TARGET_MB,
         ),
         (
             "P5",
@@ -604,16 +605,18 @@ def _p3_hour_words(policy: dict[str, Any]) -> str:
 
 def _p7_miss(p7: dict[str, Any]) -> str:
     stock, tuned = p7["stock"], p7["broker_nodelay"]
-    side, worst = p7_worst(stock)
-    key = dict((label, key) for key, label in P7_SIDES)[side]
-    slowest = max(stock["by_command"].items(), key=lambda item: item[1][key]["p50"])
-    text = (
-        f"With stock Mosquitto and ioagent as shipped, {side} p95 is {worst:.1f} ms, "
-        f"{worst - P7_TARGET_MS:.1f} ms over the target (p50 {_ms(stock[key])}; slowest "
-        f"command by p50: `{slowest[0]}` at {_ms(slowest[1][key])})."
-    )
+    parts = []
+    for side, key, p95 in _p7_over(stock):
+        slowest = max(stock["by_command"].items(), key=lambda item: item[1][key]["p50"])
+        parts.append(
+            f"{side} p95 is {p95:.1f} ms, {p95 - P7_TARGET_MS:.1f} ms over the target (p50 "
+            f"{_ms(stock[key])}; slowest command by p50: `{slowest[0]}` at "
+            f"{_ms(slowest[1][key])})"
+        )
+    text = "With stock Mosquitto and ioagent as shipped, " + "; ".join(parts) + "."
+    tuned_over = _p7_over(tuned)
     tuned_side, tuned_worst = p7_worst(tuned)
-    if tuned_worst <= P7_TARGET_MS:
+    if not tuned_over:
         text += (
             f" With `set_tcp_nodelay true` in Mosquitto the worst p95 is {tuned_worst:.1f} ms, "
             f"on {tuned_side}. That setting is the only difference between the two runs, so "
@@ -621,9 +624,10 @@ def _p7_miss(p7: dict[str, Any]) -> str:
             "side; a user can set it in mosquitto.conf."
         )
     else:
+        still = ", ".join(f"{side} p95 {p95:.1f} ms" for side, _, p95 in tuned_over)
         text += (
-            f" With `set_tcp_nodelay true` in Mosquitto it is still {tuned_worst:.1f} ms, "
-            f"on {tuned_side}, so Mosquitto's Nagle setting does not account for it."
+            f" With `set_tcp_nodelay true` in Mosquitto it is still over the target ({still}), "
+            "so Mosquitto's Nagle setting does not account for all of it."
         )
     if stock.get("ioagent_nodelay") is False:
         text += " ioagent's own broker socket was found without `TCP_NODELAY`."
@@ -784,13 +788,24 @@ def p7_worst(result: dict[str, Any]) -> tuple[str, float]:
     return side, float(result[key]["p95"])
 
 
+def _p7_over(result: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """(side, key, p95) for each side whose p95 is over the target."""
+    return [
+        (label, key, float(result[key]["p95"]))
+        for key, label in P7_SIDES
+        if result[key]["p95"] > P7_TARGET_MS
+    ]
+
+
 def _p7_verdict(label: str, result: dict[str, Any]) -> str:
-    side, worst = p7_worst(result)
-    if worst <= P7_TARGET_MS:
-        return f"{label}: worst p95 is {side} at {worst:.1f} ms, within {P7_TARGET_MS:.0f} ms"
-    return (
-        f"{label[0].upper()}{label[1:]}: {side} p95 is {worst:.1f} ms, {worst - P7_TARGET_MS:.1f} ms over "
-        f"{P7_TARGET_MS:.0f} ms"
+    name = f"{label[0].upper()}{label[1:]}"
+    over = _p7_over(result)
+    if not over:
+        side, worst = p7_worst(result)
+        return f"{name}: worst p95 is {side} at {worst:.1f} ms, within {P7_TARGET_MS:.0f} ms"
+    return f"{name}: " + ", ".join(
+        f"{side} p95 is {p95:.1f} ms, {p95 - P7_TARGET_MS:.1f} ms over {P7_TARGET_MS:.0f} ms"
+        for side, _, p95 in over
     )
 
 
@@ -845,16 +860,27 @@ def _misses(r: dict[str, Any], met: dict[str, bool]) -> list[str]:
     if not met["P3"]:
         lines.append("- **P3.** " + _p3_miss(policy))
     if not met["P4"]:
-        growth = p4["rss_idle_max_mb"] - p4["rss_after_start_mb"]
+        growth = p4["rss_after_publishes_mb"] - p4["rss_after_start_mb"]
+        idle = p4["rss_idle_max_mb"] - p4["rss_after_publishes_mb"]
+        imports = p4["imports_only_kb"] / 1024
+        flat = idle <= 0.1 and growth <= 1.0
         lines.append(
-            f"- **P4.** The daemon sits at {p4['rss_idle_max_mb']} MB, but "
-            f"{p4['imports_only_kb'] / 1024:.1f} MB of that is reached by merely importing "
-            f"its modules (a bare interpreter is {p4['bare_python_kb'] / 1024:.1f} MB): aiohttp "
-            "(with OpenSSL), pydantic/pydantic-settings, structlog, APScheduler and "
-            "aiomqtt/paho are the baseline. The state itself adds "
-            f"{growth:+.1f} MB over {p4['publishes']} publishes and does not grow while idle, "
-            "so this is a fixed interpreter-plus-libraries cost, not a leak. Meeting 45 MB "
-            "would need lighter dependencies."
+            f"- **P4.** The daemon sits at {p4['rss_idle_max_mb']} MB, and "
+            f"{imports:.1f} MB of that is reached by merely importing `ioagent.daemon` (a bare "
+            f"interpreter is {p4['bare_python_kb'] / 1024:.1f} MB; its dependencies are "
+            "aiohttp, pydantic/pydantic-settings, structlog, APScheduler and aiomqtt/paho). "
+            f"The publishes add {growth:+.1f} MB and the idle time {idle:+.1f} MB"
+            + (
+                ", so this is a fixed cost of the interpreter and the imports, not growth; "
+                + (
+                    f"the imports alone are {imports - P4_TARGET_MB:.1f} MB over "
+                    f"{P4_TARGET_MB:.0f} MB."
+                    if imports > P4_TARGET_MB
+                    else f"the imports alone are within {P4_TARGET_MB:.0f} MB."
+                )
+                if flat
+                else "; memory still grew during the run, so part of it is not a fixed cost."
+            )
         )
     if not met["P5"]:
         lines.append("- **P5.** Start-up is dominated by importing the dependencies (see P4).")

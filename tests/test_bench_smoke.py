@@ -243,3 +243,32 @@ async def test_p2_words_follow_the_figures() -> None:
     text = report._p2_miss(figures)
     assert "refused 1 poll, the first at 23:07:20" in text
     assert "set by `active_interval`" not in text
+
+
+def _p7_result(to_api_p95: float, to_reply_p95: float, nodelay: bool) -> dict[str, object]:
+    def stats(p95: float) -> dict[str, float]:
+        return {"n": 4, "p50": p95 / 2, "p95": p95}
+
+    return {
+        "rounds": 1,
+        "broker_nodelay": nodelay,
+        "ioagent_nodelay": True,
+        "publish_to_api_ms": stats(to_api_p95),
+        "api_to_reply_ms": stats(to_reply_p95),
+        "by_command": {
+            "boost off": {
+                "publish_to_api_ms": stats(to_api_p95),
+                "api_to_reply_ms": stats(to_reply_p95),
+            }
+        },
+    }
+
+
+def test_p7_words_follow_the_figures() -> None:
+    slow, quick = _p7_result(5.0, 41.0, False), _p7_result(5.0, 2.0, True)
+    text = report._p7_miss({"stock": slow, "broker_nodelay": quick})
+    assert "(b) p95 is 41.0 ms, 21.0 ms over" in text and "only difference" in text
+    assert "(a) p95" not in text  # (a) met the target
+    text = report._p7_miss({"stock": slow, "broker_nodelay": _p7_result(25.0, 2.0, True)})
+    assert "still over the target ((a) p95 25.0 ms)" in text
+    assert "only difference" not in text
