@@ -17,6 +17,7 @@ from bench.stats import machine
 
 REPO = Path(__file__).resolve().parent.parent
 GROUPS = ("P1", "P23", "P4", "P5", "P6", "P7")
+"""P23 (the policy simulation) is P2 and P3; the real-time check of it runs with P1."""
 
 
 def _say(text: str) -> None:
@@ -36,7 +37,7 @@ def run_all(quick: bool, only: set[str]) -> dict[str, Any]:
         rounds = 3 if quick else 15
         results["p7"] = {
             "stock": asyncio.run(commands.command_overhead(rounds)),
-            "nodelay": asyncio.run(commands.command_overhead(rounds, nodelay=True)),
+            "broker_nodelay": asyncio.run(commands.command_overhead(rounds, broker_nodelay=True)),
         }
     if "P4" in only:
         _say("P4: steady RSS and CPU")
@@ -55,6 +56,9 @@ def run_all(quick: bool, only: set[str]) -> dict[str, Any]:
         config = live.QUICK if quick else live.LiveConfig()
         _say(f"P1: {config.slots * 2} boundaries, about {config.duration_seconds:.0f} s")
         results["p1_live"] = asyncio.run(live.run_live(config))
+        aligned = live.QUICK_ALIGNED if quick else live.AlignedConfig()
+        _say(f"P1: windows {', '.join(aligned.kinds)} on :00/:30 boundaries (jumping clock)")
+        results["p1_aligned"] = asyncio.run(live.run_aligned(aligned))
     return results
 
 

@@ -16,11 +16,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ from ioagent.agent import AccountAgent
 from ioagent.bridge import IncomingMessage, MqttBridge
 from ioagent.config import MqttSettings, TariffSettings
 from ioagent.kraken.client import KrakenClient
-from ioagent.simulator.server import run_simulator
+from ioagent.kraken.errors import KrakenError
+from ioagent.simulator.control import SimulatorControl
+from ioagent.simulator.server import CONTROL_PATH, GRAPHQL_PATH, run_simulator
 from ioagent.simulator.state import SimDevice, SimPreferences, SimulatorState, default_schedules
 from ioagent.timeutil import utc_now
 from ioagent.topics import Topics
@@ -96,7 +99,12 @@ async def run_agents(
     rounds: int = ROUNDS,
     concurrency: int = CONCURRENCY,
     trace: bool = False,
+    sim_pid: int | None = None,
 ) -> dict[str, Any]:
+    """Round 1 is timed in two parts: every agent's login (``KrakenClient.login``, which also
+    opens its HTTP connection), then every agent's first ``poll`` (device list, then the poll
+    request, then every topic published for the first time). Later rounds are ``poll`` only.
+    Both parts run under the same semaphore; ``sim_pid`` adds the simulator's CPU per part."""
     bridge = MqttBridge(
         MqttSettings(host=mqtt_host, port=mqtt_port),
         client_id=f"bench-p6-{accounts}",
@@ -123,20 +131,41 @@ async def run_agents(
     ]
     gate = asyncio.Semaphore(concurrency)
 
+    async def login(agent: AccountAgent) -> bool:
+        async with gate:
+            try:
+                await agent.client.login()
+            except KrakenError:
+                return False
+            return True
+
     async def poll(agent: AccountAgent) -> bool:
         async with gate:
             return (await agent.poll()).ok
 
-    round_seconds: list[float] = []
-    failures: list[int] = []
-    round_cpu: list[float] = []
+    def sim_cpu() -> float:
+        return cpu_seconds(sim_pid) if sim_pid is not None else math.nan
+
+    control = SimulatorControl(sim_url.split(GRAPHQL_PATH)[0] + CONTROL_PATH)
+
+    async def timed(step: Callable[[AccountAgent], Awaitable[bool]]) -> dict[str, Any]:
+        calls_before = (await control.calls())["total"]
+        started, cpu_started, sim_started = time.perf_counter(), cpu_seconds(), sim_cpu()
+        results = await asyncio.gather(*(step(agent) for agent in agents))
+        figures = {
+            "seconds": time.perf_counter() - started,
+            "agent_cpu": cpu_seconds() - cpu_started,
+            "sim_cpu": sim_cpu() - sim_started,
+            "failures": sum(1 for ok in results if not ok),
+        }
+        figures["requests"] = (await control.calls())["total"] - calls_before
+        return figures
+
+    parts: list[dict[str, Any]] = []
     try:
+        logins = await timed(login)
         for _ in range(rounds):
-            started, cpu_started = time.perf_counter(), cpu_seconds()
-            results = await asyncio.gather(*(poll(agent) for agent in agents))
-            round_seconds.append(time.perf_counter() - started)
-            round_cpu.append(cpu_seconds() - cpu_started)
-            failures.append(sum(1 for ok in results if not ok))
+            parts.append(await timed(poll))
         rss_after = rss_kb()
         traced = tracemalloc.get_traced_memory()[0] if trace else None
     finally:
@@ -144,16 +173,26 @@ async def run_agents(
             tracemalloc.stop()
         for agent in agents:
             await agent.client.close()
+        await control.close()
         await bridge.shutdown()
         bridge_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await bridge_task
+    # Round 1 is the logins plus the first poll; its figures are the sums of both parts.
+    rounds_ = [
+        {key: logins[key] + parts[0][key] for key in logins},
+        *parts[1:],
+    ]
     return {
         "accounts": accounts,
         "concurrency": concurrency,
-        "round_seconds": [round(s, 3) for s in round_seconds],
-        "agent_cpu_seconds": [round(s, 2) for s in round_cpu],
-        "failures": failures,
+        "round_seconds": [round(r["seconds"], 3) for r in rounds_],
+        "agent_cpu_seconds": [round(r["agent_cpu"], 2) for r in rounds_],
+        "sim_cpu_seconds": [_rounded(r["sim_cpu"]) for r in rounds_],
+        "failures": [r["failures"] for r in rounds_],
+        "requests": [r["requests"] for r in rounds_],
+        "round1_login": _part_figures(logins),
+        "round1_first_poll": _part_figures(parts[0]),
         "planned_slots_seen": sum(len(a.plan) for a in agents),
         "rss_delta_kb_per_account": round((rss_after - rss_before) / accounts, 1),
         "rss_before_mb": round(rss_before / 1024, 1),
@@ -162,8 +201,22 @@ async def run_agents(
     }
 
 
+def _part_figures(part: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "seconds": round(part["seconds"], 3),
+        "agent_cpu_seconds": round(part["agent_cpu"], 2),
+        "sim_cpu_seconds": _rounded(part["sim_cpu"]),
+        "failures": part["failures"],
+        "requests": part["requests"],
+    }
+
+
+def _rounded(seconds: float) -> float | None:
+    return None if math.isnan(seconds) else round(seconds, 2)
+
+
 @contextlib.contextmanager
-def simulator_process(accounts: int) -> Iterator[str]:
+def simulator_process(accounts: int) -> Iterator[tuple[str, int]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.accounts", "serve", "--accounts", str(accounts)],
         cwd=REPO,
@@ -175,14 +228,20 @@ def simulator_process(accounts: int) -> Iterator[str]:
         url = process.stdout.readline().strip()
         if not url:
             raise RuntimeError("the simulator process did not start")
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
 def worker(
-    accounts: int, sim_url: str, mqtt_host: str, mqtt_port: int, trace: bool
+    accounts: int,
+    sim_url: str,
+    mqtt_host: str,
+    mqtt_port: int,
+    trace: bool,
+    sim_pid: int | None = None,
+    concurrency: int = CONCURRENCY,
 ) -> dict[str, Any]:
     command = [
         sys.executable,
@@ -197,7 +256,11 @@ def worker(
         mqtt_host,
         "--mqtt-port",
         str(mqtt_port),
+        "--concurrency",
+        str(concurrency),
     ]
+    if sim_pid is not None:
+        command += ["--sim-pid", str(sim_pid)]
     if trace:
         command.append("--tracemalloc")
     out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
@@ -209,9 +272,9 @@ def many_accounts(sizes: list[int], mqtt_host: str, mqtt_port: int) -> dict[str,
     """A fresh simulator and worker process per size; tracemalloc in a separate run."""
     runs = []
     for size in sizes:
-        with simulator_process(size) as url:
-            timed = worker(size, url, mqtt_host, mqtt_port, trace=False)
-        with simulator_process(size) as url:
+        with simulator_process(size) as (url, pid):
+            timed = worker(size, url, mqtt_host, mqtt_port, trace=False, sim_pid=pid)
+        with simulator_process(size) as (url, pid):
             traced = worker(size, url, mqtt_host, mqtt_port, trace=True)
         timed["traced_kb_per_account"] = traced["traced_kb_per_account"]
         timed["traced_round_seconds"] = traced["round_seconds"]
@@ -230,16 +293,26 @@ def main() -> None:
     agents_parser.add_argument("--mqtt-host", default="127.0.0.1")
     agents_parser.add_argument("--mqtt-port", type=int, required=True)
     agents_parser.add_argument("--tracemalloc", action="store_true")
+    agents_parser.add_argument("--sim-pid", type=int, default=None)
+    agents_parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     args = parser.parse_args()
     quiet_logs()
     if args.command == "serve":
         asyncio.run(serve(args.accounts))
         return
     result = asyncio.run(
-        run_agents(args.accounts, args.sim, args.mqtt_host, args.mqtt_port, trace=args.tracemalloc)
+        run_agents(
+            args.accounts,
+            args.sim,
+            args.mqtt_host,
+            args.mqtt_port,
+            trace=args.tracemalloc,
+            sim_pid=args.sim_pid,
+            concurrency=args.concurrency,
+        )
     )
     print(json.dumps(result))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -11,6 +11,11 @@ on an asyncio loop; only three things are replaced:
 * the network: :class:`SimulatedAgent` is an ``AccountAgent`` whose ``poll`` reads the
   scenario's plan at the simulated instant and folds it in with the real ``apply``; the
   Kraken client only counts requests.
+
+Token refreshes are counted too: the real :class:`ioagent.kraken.tokens.TokenSource` hands out
+JWTs that live :data:`JWT_LIFETIME`, every request asks it for one (as the transport does), and
+a job copies the timing of the daemon's ``Daemon._token_refresh`` loop (sleep until the refresh
+is due, at most 300 s at a time, then ``refresh_if_due``).
 """
 
 from __future__ import annotations
@@ -25,17 +30,24 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import jwt
+from apscheduler.triggers.date import DateTrigger
+from pydantic import SecretStr
+
 from bench.stats import summary
 from ioagent.agent import AccountAgent, PollOutcome
-from ioagent.budget import HOUR
+from ioagent.budget import HOUR, REGULAR_RESERVE, is_quiet_second
 from ioagent.command_runner import CommandRunner
 from ioagent.commands import Command, CommandRejection, parse_command
 from ioagent.config import PollingSettings, TariffSettings
 from ioagent.kraken.client import PollResult
+from ioagent.kraken.tokens import TokenSource
 from ioagent.kraken.types import Device, Dispatch, Preferences, Schedule
 from ioagent.logs import configure_logging
 from ioagent.poller import Poller
 from ioagent.simulator import planner
+from ioagent.simulator.state import SimulatorState
+from ioagent.timeutil import utc_now
 from ioagent.topics import Topics
 
 LONDON = ZoneInfo("Europe/London")
@@ -43,6 +55,11 @@ DEVICE_ID = "00000000-5117-4e0a-9c1d-0000000000b1"
 ACCOUNT = "A-SIM00001"
 POLL_SECONDS = 0.3
 """Simulated duration of one poll request (the simulator answers in a few ms; Octopus in ~0.3 s)."""
+JWT_LIFETIME = SimulatorState(utc_now).jwt_lifetime
+"""How long a JWT lives: the simulator's default, which is Kraken's (one hour)."""
+TOKEN_LOOP_MAX_SLEEP = 300.0
+"""``Daemon._token_refresh`` sleeps at most this long before checking again."""
+_JWT_KEY = "bench-policy-jwt-signing-key-0123456789"
 CHARGING = "SMART_CONTROL_IN_PROGRESS"
 IDLE = "SMART_CONTROL_CAPABLE"
 
@@ -174,33 +191,65 @@ class CountingClient:
         self.scenario = scenario
         self.clock = clock
         self.requests: list[tuple[datetime, str]] = []
+        """Requests of the command path (what a command costs besides its re-read polls)."""
+        self.token_requests: list[datetime] = []
+        """``obtainKrakenToken`` calls: the first login and every refresh."""
+        self.tokens = TokenSource(self._obtain, SecretStr("sk_bench_policy"), clock=clock)
 
-    def _count(self, *operations: str) -> None:
+    async def _obtain(self, token_input: dict[str, str]) -> dict[str, Any]:
         now = self.clock()
-        self.requests.extend((now, operation) for operation in operations)
+        self.token_requests.append(now)
+        expires = now + JWT_LIFETIME
+        return {
+            "token": jwt.encode({"exp": int(expires.timestamp())}, _JWT_KEY, algorithm="HS256"),
+            "refreshToken": f"refresh-{len(self.token_requests)}",
+            "refreshExpiresIn": int((now + timedelta(days=7)).timestamp()),
+        }
+
+    async def _count(self, *operations: str) -> None:
+        for operation in operations:
+            await self.tokens.token()  # as the transport does before every request
+            self.requests.append((self.clock(), operation))
 
     async def devices(self, account: str) -> list[Device]:
-        self._count("devices")
+        await self._count("devices")
         return [self.scenario.device_at(self.clock())]
 
     # KrakenClient.set_target_soc / set_ready_by read the preferences, then write them.
     async def set_target_soc(self, account: str, device_id: str, soc: int) -> None:
-        self._count("devices", "setDevicePreferences")
+        await self._count("devices", "setDevicePreferences")
 
     async def set_ready_by(self, account: str, device_id: str, ready_by: time) -> None:
-        self._count("devices", "setDevicePreferences")
+        await self._count("devices", "setDevicePreferences")
 
     async def boost(self, device_id: str) -> None:
-        self._count("updateBoostCharge")
+        await self._count("updateBoostCharge")
 
     async def cancel_boost(self, device_id: str) -> None:
-        self._count("updateBoostCharge")
+        await self._count("updateBoostCharge")
 
     async def suspend(self, device_id: str) -> None:
-        self._count("updateDeviceSmartControl")
+        await self._count("updateDeviceSmartControl")
 
     async def unsuspend(self, device_id: str) -> None:
-        self._count("updateDeviceSmartControl")
+        await self._count("updateDeviceSmartControl")
+
+    def install_token_refresh(self, scheduler: SimulatedScheduler) -> None:
+        """The daemon's ``_token_refresh`` loop as a chain of one-shot jobs on the sim clock."""
+
+        def arm() -> None:
+            due = self.tokens.refresh_due_at
+            wait = 60.0 if due is None else max(1.0, (due - self.clock()).total_seconds())
+            at = self.clock() + timedelta(seconds=min(wait, TOKEN_LOOP_MAX_SLEEP))
+            scheduler.add_job(
+                tick, DateTrigger(run_date=at, timezone=UTC), id="token", replace_existing=True
+            )
+
+        async def tick() -> None:
+            await self.tokens.refresh_if_due()
+            arm()
+
+        arm()
 
 
 class NullPublisher:
@@ -232,6 +281,7 @@ class SimulatedAgent(AccountAgent):
         self.poll_starts: list[datetime] = []
 
     async def poll(self, may_retry: Callable[[], bool] | None = None) -> PollOutcome:
+        await self.counting_client.tokens.token()  # one poll request, with a valid JWT
         started = self.sim_clock()
         self.poll_starts.append(started)
         self.sim_clock.advance(timedelta(seconds=self.poll_seconds))
@@ -259,13 +309,52 @@ class SimClock:
 
 
 @dataclass
+class Decision:
+    """One run of ``Poller._poll_for``: what asked for a poll, and what came of it."""
+
+    at: datetime
+    reasons: tuple[str, ...]
+    outcome: str
+    """``polled``, or why not: ``quiet`` (around :00/:30), ``backoff`` or ``budget``."""
+    active_before: bool
+    """The agent's ``is_active`` at that instant, from what the previous poll had seen."""
+    active_after: bool | None
+    """``is_active`` right after this poll (None: no poll)."""
+
+
+class TracingPoller(Poller):
+    """The real Poller; each decision is recorded, nothing about it is changed."""
+
+    def __init__(self, agent: SimulatedAgent, *args: Any, **kwargs: Any) -> None:
+        super().__init__(agent, *args, **kwargs)
+        self.sim_agent = agent
+        self.decisions: list[Decision] = []
+
+    async def _poll_for(self, reasons: set[Any]) -> None:
+        now = self.clock()
+        polls_before = len(self.sim_agent.poll_starts)
+        quiet, backing_off = is_quiet_second(now), self._backing_off(now)
+        active_before = self.agent.is_active(now)
+        await super()._poll_for(reasons)
+        polled = len(self.sim_agent.poll_starts) > polls_before
+        # Poller._poll_for either polls or returns on one of these three conditions.
+        outcome = (
+            "polled" if polled else "quiet" if quiet else "backoff" if backing_off else "budget"
+        )
+        after = self.agent.is_active(self.clock()) if polled else None
+        self.decisions.append(Decision(now, tuple(sorted(reasons)), outcome, active_before, after))
+
+
+@dataclass
 class SimulationTrace:
     scenario: str
     polls: list[datetime]
     other_requests: list[tuple[datetime, str]]
+    token_requests: list[datetime]
     refresh_accepted: int
     refresh_refused: int
     commands: int
+    decisions: list[Decision] = field(default_factory=list)
 
 
 async def _settle(
@@ -299,7 +388,7 @@ async def simulate(
     clock = SimClock(scenario.start - warmup)
     agent = SimulatedAgent(scenario, clock, poll_seconds)
     scheduler = SimulatedScheduler(clock)
-    poller = Poller(agent, settings, clock=clock, rng=random.Random(seed))
+    poller = TracingPoller(agent, settings, clock=clock, rng=random.Random(seed))
     replies: list[str] = []
 
     async def reply(command: Command | CommandRejection, status: str, error: str | None) -> None:
@@ -307,6 +396,7 @@ async def simulate(
 
     runner = CommandRunner(agent, poller, reply, clock=clock)
     poller.install(scheduler)  # type: ignore[arg-type]  # the simulated scheduler
+    agent.counting_client.install_token_refresh(scheduler)
     poller.request("start")
     tasks = [asyncio.create_task(poller.run()), asyncio.create_task(runner.run())]
     refresh_accepted = refresh_refused = commands = 0
@@ -355,9 +445,11 @@ async def simulate(
         scenario.name,
         polls,
         [(at, op) for at, op in agent.counting_client.requests if at >= scenario.start],
+        [at for at in agent.counting_client.token_requests if scenario.start <= at < scenario.end],
         refresh_accepted,
         refresh_refused,
         commands,
+        [d for d in poller.decisions if scenario.start <= d.at < scenario.end],
     )
 
 
@@ -469,19 +561,77 @@ def max_in_rolling_hour(instants: Sequence[datetime]) -> int:
 
 
 def day_figures(trace: SimulationTrace) -> dict[str, Any]:
-    non_poll = [op for _, op in trace.other_requests]
+    """Counts for one day. A poll is one request (devices, plans and completed dispatches in
+    one GraphQL document); ``total_requests`` adds the commands' requests and the tokens'."""
+    other = [at for at, _ in trace.other_requests]
     return {
         "scenario": trace.scenario,
         "planned_dispatch_queries": len(trace.polls),
-        "other_requests": len(non_poll),
-        "total_requests": len(trace.polls) + len(non_poll),
+        "other_requests": len(other),
+        "token_requests": len(trace.token_requests),
+        "total_requests": len(trace.polls) + len(other) + len(trace.token_requests),
         "max_planned_in_rolling_hour": max_in_rolling_hour(trace.polls),
         "max_requests_in_rolling_hour": max_in_rolling_hour(
-            trace.polls + [at for at, _ in trace.other_requests]
+            trace.polls + other + trace.token_requests
         ),
         "refresh_accepted": trace.refresh_accepted,
         "refresh_refused": trace.refresh_refused,
         "commands": trace.commands,
+    }
+
+
+def _hms(at: datetime) -> str:
+    return at.astimezone(LONDON).strftime("%H:%M:%S")
+
+
+def poll_pattern(trace: SimulationTrace, within: float = 10.0) -> dict[str, Any]:
+    """What the Poller did on one day, from its recorded decisions (times are London)."""
+    polls = [d for d in trace.decisions if d.outcome == "polled"]
+    after_active = [
+        (polls[i], (polls[i + 1].at - polls[i].at).total_seconds())
+        for i in range(len(polls) - 1)
+        if polls[i].active_after
+    ]
+    refusals = []
+    for decision in trace.decisions:
+        if decision.outcome != "budget":
+            continue
+        following = next((p for p in polls if p.at > decision.at), None)
+        refusals.append(
+            {
+                "at": _hms(decision.at),
+                "reasons": list(decision.reasons),
+                "next_poll_after_s": None
+                if following is None
+                else round((following.at - decision.at).total_seconds()),
+                "next_poll_reasons": None if following is None else list(following.reasons),
+            }
+        )
+    doubles = [
+        {
+            "at": _hms(polls[i].at),
+            "after_s": round((polls[i].at - polls[i - 1].at).total_seconds(), 1),
+            "reasons": list(polls[i].reasons),
+            "active_before": polls[i].active_before,
+            "previous_at": _hms(polls[i - 1].at),
+            "previous_reasons": list(polls[i - 1].reasons),
+            "previous_active_after": polls[i - 1].active_after,
+        }
+        for i in range(1, len(polls))
+        if (polls[i].at - polls[i - 1].at).total_seconds() < within
+    ]
+    longest = max(after_active, key=lambda pair: pair[1], default=None)
+    return {
+        "polls": len(polls),
+        "budget_refusals": refusals,
+        "gap_after_active_poll_s": summary([gap for _, gap in after_active], digits=0),
+        "longest_gap_after_active_poll": None
+        if longest is None
+        else {"after": _hms(longest[0].at), "seconds": round(longest[1])},
+        "reasons_of_polls_while_not_active": sorted(
+            {r for p in polls if not p.active_before for r in p.reasons}
+        ),
+        "back_to_back": doubles,
     }
 
 
@@ -569,6 +719,7 @@ async def policy_figures(*, samples: int = 2000, seed: int = 7) -> dict[str, Any
                 "planned_dispatch_queries": len(trace.polls),
                 "max_planned_in_rolling_hour": max_in_rolling_hour(trace.polls),
                 "p2_active_seconds": summary([d for d in delays if d is not None], digits=0),
+                "pattern": poll_pattern(trace),
             }
         )
     return {
@@ -578,6 +729,7 @@ async def policy_figures(*, samples: int = 2000, seed: int = 7) -> dict[str, Any
             "planned_per_minute": settings.planned_per_minute,
             "active_interval": settings.active_interval,
             "command_rechecks": settings.command_rechecks,
+            "jwt_lifetime_s": JWT_LIFETIME.total_seconds(),
             "offset_seconds": Poller(
                 SimulatedAgent(idle_day(), SimClock(DAY), POLL_SECONDS),
                 settings,
@@ -587,7 +739,9 @@ async def policy_figures(*, samples: int = 2000, seed: int = 7) -> dict[str, Any
         "days": [day_figures(trace) for trace in [*traces, whole_trace]],
         "p2_active_seconds": summary(active_delays, digits=0),
         "p2_plugged_not_active_seconds": summary(quiet_delays, digits=0),
-        "session_polls": [p.strftime("%H:%M:%S") for p in session_trace.polls],
+        "session_polls": [_hms(p) for p in session_trace.polls],
+        "session_pattern": poll_pattern(session_trace),
+        "extra_poll_budget": settings.planned_per_hour - REGULAR_RESERVE,
     }
 
 
