@@ -95,7 +95,9 @@ def local_broker(host: str, port: int, workdir: Path) -> Iterator[None]:
     if not Path(binary).exists():
         raise SystemExit("mosquitto is not installed; run ./scripts/demo, which installs it.")
     conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n"
+    )
     process = subprocess.Popen(
         [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
