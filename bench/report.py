@@ -621,7 +621,8 @@ def _p7_miss(p7: dict[str, Any]) -> str:
             f" With `set_tcp_nodelay true` in Mosquitto the worst p95 is {tuned_worst:.1f} ms, "
             f"on {tuned_side}. That setting is the only difference between the two runs, so "
             "the excess is Mosquitto holding small packets back (Nagle's algorithm) on its "
-            "side; a user can set it in mosquitto.conf."
+            "side; a user can set it in mosquitto.conf, and the Mosquitto of ioagent's docker-compose "
+            "(`docker/mosquitto/mosquitto.conf`) and of `ioagent demo` have it set."
         )
     else:
         still = ", ".join(f"{side} p95 {p95:.1f} ms" for side, _, p95 in tuned_over)

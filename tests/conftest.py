@@ -12,6 +12,7 @@ from ioagent.simulator.state import SimulatorState, TokenGrant
 from ioagent.timeutil import utc_now
 from tests import canary
 from tests.broker import Broker
+from tests.gx_peer import GxPeer
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -77,3 +78,14 @@ async def simulator() -> AsyncIterator[RunningSimulator]:
     """The Kraken simulator with a fresh default state (wall clock) on a free loopback port."""
     async with run_simulator(SimulatorState.with_default_account(clock=utc_now)) as running:
         yield running
+
+
+@pytest_asyncio.fixture
+async def gx(broker: Broker) -> AsyncIterator[GxPeer]:
+    """The fake Victron GX (tests/gx_peer.py) on the test broker."""
+    peer = GxPeer(broker.host, broker.port)
+    await peer.start()
+    try:
+        yield peer
+    finally:
+        await peer.stop()

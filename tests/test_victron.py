@@ -65,16 +65,6 @@ async def eventually(predicate: Callable[[], bool], within: float = 8.0) -> None
             await asyncio.sleep(0.02)
 
 
-@pytest.fixture
-async def gx(broker: Broker) -> AsyncIterator[GxPeer]:
-    peer = GxPeer(broker.host, broker.port)
-    await peer.start()
-    try:
-        yield peer
-    finally:
-        await peer.stop()
-
-
 def make_settings(broker: Broker, **overrides: Any) -> VictronSettings:
     return VictronSettings(
         enabled=True, host=broker.host, port=broker.port, slots=[3, 4], **overrides

@@ -9,7 +9,6 @@ retained at ``{base}/{acct}/victron``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,16 +38,6 @@ def shifted_clock(simulator: RunningSimulator, to: datetime) -> Clock:
     offset = to - utc_now()
     simulator.state.set_time_offset(offset.total_seconds())
     return lambda: utc_now() + offset
-
-
-@pytest.fixture
-async def gx(broker: Broker) -> AsyncIterator[GxPeer]:
-    peer = GxPeer(broker.host, broker.port)
-    await peer.start()
-    try:
-        yield peer
-    finally:
-        await peer.stop()
 
 
 def slot_status(day: int, start: str, minutes: int, window: tuple[datetime, datetime]) -> Any:
