@@ -113,3 +113,20 @@ async def test_retained_state_comes_back_from_the_store_before_any_api_call(
         finally:
             daemon.request_stop()
             await asyncio.wait_for(task, timeout=15)
+
+
+async def test_an_unwritable_database_path_degrades_but_the_daemon_keeps_publishing(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    add_slots(simulator)
+    # Root ignores permissions, but nobody can create a directory inside a regular file.
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    storage = {"path": str(blocker / "data" / "ioagent.db")}
+    async with running_daemon(broker, simulator, tmp_path, storage=storage) as d:
+        api = json.loads(d.watcher.last(d.topics.api) or "{}")
+        assert api["state"] == "ok"
+        assert api["storage"].startswith("degraded: ") and "not a directory" in api["storage"]
+        await d.watcher.wait_for(d.topics.planned, lambda p: len(json.loads(p)) == 2)
+        assert (await d.command("target_soc", "70"))["status"] == "ok"
+        assert not d.task.done(), "the daemon keeps running without its database"
