@@ -24,6 +24,7 @@ from ioagent import __version__
 from ioagent.agent import AccountAgent, PollOutcome
 from ioagent.async_store import AsyncStore
 from ioagent.bridge import IncomingMessage, MqttBridge
+from ioagent.budget import avoid_boundary, backoff_delay, is_quiet_second
 from ioagent.command_runner import CommandRunner
 from ioagent.commands import Command, CommandRejection, parse_command
 from ioagent.config import ConfigError, Settings, load_settings
@@ -35,6 +36,7 @@ from ioagent.homeassistant import (
 )
 from ioagent.kraken.client import KrakenClient
 from ioagent.kraken.errors import AuthFailed, KrakenError
+from ioagent.kraken.tokens import BACKGROUND_RETRY
 from ioagent.logs import configure_logging, get_logger, register_secret
 from ioagent.poller import Poller
 from ioagent.tariff import capped_smart_windows, fixed_windows
@@ -265,9 +267,6 @@ class Daemon:
         A failed refresh is retried with exponential backoff and jitter, not every second for
         as long as Octopus is down, and no attempt starts in the quiet seconds of :00 and :30.
         """
-        from ioagent.budget import avoid_boundary, backoff_delay, is_quiet_second
-        from ioagent.kraken.tokens import BACKGROUND_RETRY
-
         failures = 0
         retry_at: datetime | None = None
         while True:
