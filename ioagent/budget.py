@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -55,6 +56,16 @@ class CallBudget:
 
     def spend(self, now: datetime, cost: int = 1) -> None:
         self._calls.extend([now] * cost)
+
+    def recent(self, now: datetime) -> list[datetime]:
+        """The calls still inside the hourly window: what a restart must not forget."""
+        self._forget_before(now)
+        return list(self._calls)
+
+    def restore(self, calls: Iterable[datetime], now: datetime) -> None:
+        """Take back the calls an earlier process made, so a restart cannot reset the limits."""
+        known = sorted([*self._calls, *(c for c in calls if now - HOUR < c <= now)])
+        self._calls = deque(known)
 
     def next_allowed(self, now: datetime, cost: int = 1, *, reserve: int = 0) -> datetime:
         """The earliest instant at or after ``now`` when :meth:`allows` becomes true."""

@@ -40,7 +40,7 @@ from ioagent.kraken.tokens import BACKGROUND_RETRY
 from ioagent.logs import configure_logging, get_logger, register_secret
 from ioagent.poller import Poller
 from ioagent.tariff import capped_smart_windows, fixed_windows
-from ioagent.timeutil import Clock, iso_z, utc_now
+from ioagent.timeutil import Clock, iso_z, parse_iso, utc_now
 from ioagent.topics import Topics
 from ioagent.victron import VictronConnector
 
@@ -59,6 +59,10 @@ VICTRON_HORIZON = timedelta(hours=24)
 
 class _Stop(Exception):
     """Raised inside the task group to end it after a clean shutdown."""
+
+
+def budget_meta_key(account: str) -> str:
+    return f"budget_calls:{account}"
 
 
 def heartbeat_path(settings: Settings) -> Path:
@@ -168,7 +172,16 @@ class Daemon:
             clock=self.clock,
             on_polled=self._after_poll,
             scheduler_clock=utc_now,  # APScheduler fires by the wall clock
+            remember_calls=lambda calls: store.set_meta(
+                budget_meta_key(account), json.dumps([iso_z(c) for c in calls])
+            ),
         )
+        # A restart (an update, a crash loop) must not give the account a fresh budget.
+        try:
+            spent = json.loads(await store.get_meta(budget_meta_key(account)) or "[]")
+            poller.budget.restore((parse_iso(str(at)) for at in spent), self.clock())
+        except (TypeError, ValueError):
+            log.warning("stored_call_budget_unreadable", hint="starting with a fresh budget")
         runner = CommandRunner(
             agent,
             poller,

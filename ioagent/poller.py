@@ -55,6 +55,7 @@ class Poller:
         on_polled: Callable[[PollOutcome], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
         scheduler_clock: Clock | None = None,
+        remember_calls: Callable[[list[datetime]], Awaitable[None]] | None = None,
     ) -> None:
         """``scheduler_clock`` is the clock the scheduler fires by (APScheduler: the wall clock)
         when it differs from ``clock`` (the demo's shifted evening); None means the same."""
@@ -62,6 +63,8 @@ class Poller:
         self.settings = settings
         self.clock = clock
         self.scheduler_clock = scheduler_clock
+        self.remember_calls = remember_calls
+        """Keeps the budget's calls (the daemon: in the store) so a restart cannot reset it."""
         self.on_polled = on_polled
         self.rng = rng or random.Random()
         self.offset = settings.offset_seconds or poll_offset_seconds(agent.account)
@@ -230,6 +233,9 @@ class Poller:
             return
         self.budget.spend(now, cost)
         self.last_poll = now
+        if self.remember_calls is not None:
+            # Before the call: a crash during it must not let the next start spend it again.
+            await self.remember_calls(self.budget.recent(now))
         await self._finish(await self.agent.poll(may_retry=self._spend_on_retry))
 
     async def _finish(self, outcome: PollOutcome) -> None:

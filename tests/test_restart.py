@@ -130,3 +130,16 @@ async def test_an_unwritable_database_path_degrades_but_the_daemon_keeps_publish
         await d.watcher.wait_for(d.topics.planned, lambda p: len(json.loads(p)) == 2)
         assert (await d.command("target_soc", "70"))["status"] == "ok"
         assert not d.task.done(), "the daemon keeps running without its database"
+
+
+async def test_restarts_do_not_give_the_account_a_fresh_call_budget(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    # A crash loop or a quick series of updates: every start polls at once, unless the budget
+    # it already spent (4 a minute) comes back from the store.
+    for run in range(5):
+        async with running_daemon(broker, simulator, tmp_path, wait_for_poll=run < 4):
+            if run == 4:
+                await asyncio.sleep(2.0)  # time enough for a start poll it should not make
+    sent = simulator.state.calls()["by_operation"].get("flexPlannedDispatches", 0)
+    assert sent == 4, f"{sent} planned-dispatch queries within a minute"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import signal
 import sqlite3
 import sys
@@ -16,11 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, DEFAULT_EV_ID
-from ioagent.timeutil import iso_z
+from ioagent.timeutil import iso_z, parse_iso
 from ioagent.topics import Topics
 from tests.broker import Broker
+from tests.faults.test_api_storm import rolling_maximum
 from tests.harness import Watcher, watching
 
 TOPICS = Topics("ioagent", DEFAULT_ACCOUNT)
@@ -102,16 +106,16 @@ def slot_added_starts(watcher: Watcher, after: int) -> list[str]:
     return [e["slot"]["start"] for e in events if e["event"] == "slot_added"]
 
 
-async def wait_polled(watcher: Watcher, after: int, slots: int) -> None:
-    await watcher.wait_for(TOPICS.status, lambda p: p == "online", after=after, timeout=20)
+async def wait_polled(watcher: Watcher, after: int, slots: int, timeout: float = 20) -> None:
+    await watcher.wait_for(TOPICS.status, lambda p: p == "online", after=after, timeout=timeout)
     await watcher.wait_for(
-        TOPICS.planned, lambda p: len(json.loads(p)) == slots, after=after, timeout=20
+        TOPICS.planned, lambda p: len(json.loads(p)) == slots, after=after, timeout=timeout
     )
     await watcher.wait_for(
         TOPICS.api,
         lambda p: json.loads(p)["state"] == "ok" and json.loads(p)["last_success"] is not None,
         after=after,
-        timeout=20,
+        timeout=timeout,
     )
 
 
@@ -176,3 +180,82 @@ async def test_sigkill_mid_run_then_restart_and_sigterm(
     text = output.read_text()
     assert "Traceback" not in text
     assert '"event": "stopped"' in text
+
+
+def table_rows(db: Path, query: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as connection:
+        return list(connection.execute(query).fetchall())
+
+
+async def kill_at_random_moments(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path, kills: int
+) -> None:
+    config = write_config(tmp_path / "config.toml", broker, simulator)
+    output = tmp_path / "daemon.log"
+    db = tmp_path / "data" / "ioagent.db"
+    rng = random.Random(20261201)
+    base = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(hours=2)
+    finished = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=6)
+    slots: list[datetime] = []
+    async with watching(broker) as watcher:
+        for kill in range(kills):
+            # Something new for every run to write: a planned slot and a completed dispatch.
+            slots.append(add_slot(simulator, base + timedelta(minutes=47 * kill)))
+            done = finished + timedelta(minutes=11 * kill)
+            simulator.state.add_completed(
+                DEFAULT_ACCOUNT, done, done + timedelta(minutes=9), 1.5, "smart-charge", "AT_HOME"
+            )
+            process = await DaemonProcess.start(config, output)
+            try:
+                # Anywhere in start-up: the store's restore, the login, the first poll and its
+                # writes (a start poll the restored budget defers makes no call at all).
+                await asyncio.sleep(rng.uniform(0.2, 1.5))
+                assert await process.stop(signal.SIGKILL) == -signal.SIGKILL
+            finally:
+                await process.ensure_dead()
+            if db.exists():  # a kill before the store was created leaves nothing to check
+                assert await asyncio.to_thread(integrity, db) == "ok", f"after kill {kill + 1}"
+
+        last = await DaemonProcess.start(config, output)
+        try:
+            # Up to a minute: the start poll waits for the budget the killed runs spent.
+            await wait_polled(watcher, len(watcher.messages), len(slots), timeout=90)
+            assert await last.stop(signal.SIGTERM) == 0
+        finally:
+            await last.ensure_dead()
+        added = [
+            json.loads(m.payload)["slot"]["start"]
+            for m in watcher.messages
+            if m.topic == TOPICS.events and json.loads(m.payload)["event"] == "slot_added"
+        ]
+    assert sorted(set(added)) == sorted(iso_z(s) for s in slots), "every slot was announced"
+    assert len(added) == len(set(added)), "no slot was announced twice across the kills"
+    assert await asyncio.to_thread(integrity, db) == "ok"
+    completed = await asyncio.to_thread(table_rows, db, "SELECT start, end FROM completed")
+    assert len(completed) == len(set(completed)) == kills, "each completed dispatch stored once"
+    sent = [
+        parse_iso(str(entry["at"]))
+        for entry in simulator.state.calls()["log"]
+        if "flexPlannedDispatches" in entry["operations"]
+    ]
+    assert rolling_maximum(sent, timedelta(minutes=1)) <= 4, "the budget survived the kills"
+    logged = await asyncio.to_thread(table_rows, db, "SELECT event_json FROM events")
+    logged_added = [
+        json.loads(str(row[0]))["slot"]["start"]
+        for row in logged
+        if json.loads(str(row[0]))["event"] == "slot_added"
+    ]
+    assert len(logged_added) == len(set(logged_added)), "no duplicate event in the event log"
+
+
+async def test_repeated_kills_at_random_moments_lose_and_duplicate_nothing(
+    logged_broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    await kill_at_random_moments(logged_broker, simulator, tmp_path, kills=4)
+
+
+@pytest.mark.soak
+async def test_repeated_kills_soak(
+    logged_broker: Broker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    await kill_at_random_moments(logged_broker, simulator, tmp_path, kills=12)
