@@ -55,9 +55,9 @@ BACKOFF_MAX = 60.0
 """Each delay is shortened by up to this fraction, so restarts of many clients spread out."""
 PUBLISH_TIMEOUT = 5.0
 INBOX_LIMIT = 1000
+"""Messages waiting for the handler; beyond this a flood is dropped rather than eating memory."""
 REPLY_BACKLOG = 100
 """Command replies kept while the broker is away, sent on reconnect (oldest dropped first)."""
-"""Messages waiting for the handler; beyond this a flood is dropped rather than eating memory."""
 SHUTDOWN_TIMEOUT = 5.0
 
 _UNSPECIFIED = 128

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, time
 
 from ioagent.agent import AccountAgent
-from ioagent.commands import Command, CommandRejection
+from ioagent.commands import STALE_REASON, Command, CommandRejection
 from ioagent.kraken.errors import (
     ApiChanged,
     AuthFailed,
@@ -46,12 +46,16 @@ class CommandRunner:
         *,
         clock: Clock,
         resync_pause: float = RESYNC_PAUSE_SECONDS,
+        max_age: float | None = None,
     ) -> None:
+        """``max_age``: seconds a command may wait in the queue (behind a resync, say) before
+        it is refused as stale rather than run late; None waits for ever."""
         self.agent = agent
         self.poller = poller
         self.reply = reply
         self.clock = clock
         self.resync_pause = resync_pause
+        self.max_age = max_age
         self._queue: asyncio.Queue[Command] = asyncio.Queue()
 
     async def submit(self, command: Command | CommandRejection) -> None:
@@ -67,6 +71,11 @@ class CommandRunner:
     async def run(self) -> None:
         while True:
             command = await self._queue.get()
+            waited = (self.clock() - command.received_at).total_seconds()
+            if self.max_age is not None and waited > self.max_age:
+                log.warning("command_stale", command=command.name, waited=round(waited, 1))
+                await self.reply(command, "error", STALE_REASON)
+                continue
             await self._execute(command)
 
     def _device_id(self, command: Command) -> str | None:
@@ -171,7 +180,12 @@ class CommandRunner:
         attempts = asyncio.create_task(
             self._resume_with_retries(device_id), name=f"resync-resume:{device_id}"
         )
+        current = asyncio.current_task()
         try:
+            if current is not None and current.cancelling():
+                # Shutting down already (cancelled during the suspend or the pause): the same
+                # bounded wait as a cancellation during the attempts.
+                raise asyncio.CancelledError
             await asyncio.shield(attempts)
         except asyncio.CancelledError:
             done, _ = await asyncio.wait({attempts}, timeout=RESUME_SHUTDOWN_GRACE)

@@ -188,6 +188,7 @@ class Daemon:
             self._reply,
             clock=self.clock,
             resync_pause=settings.polling.resync_pause,
+            max_age=settings.mqtt.command_max_age,
         )
         self.bridge, self.agent, self.poller, self.runner, self.store = (
             bridge,
@@ -317,7 +318,9 @@ class Daemon:
                 )
             else:
                 failures = 0
-                retry_at = None
+                # A token that lives no longer than the refresh margin is due again at once; a
+                # pause keeps that from turning into a loop of logins.
+                retry_at = self.clock() + BACKGROUND_RETRY
 
     async def _heartbeat(self) -> None:
         path = heartbeat_path(self.settings)
@@ -355,8 +358,8 @@ class Daemon:
     async def _announced_discovery(self) -> dict[str, str]:
         """Discovery topic -> the payload last published there (kept across restarts)."""
         stored = json.loads(await self.store.get_meta(HA_TOPICS_META) or "{}")
-        if isinstance(stored, list):  # 0.1.0 development builds kept only the topics
-            return dict.fromkeys(stored, "{}")
+        if not isinstance(stored, dict):  # 0.1.0 development builds kept a list of topics
+            return {}
         return {str(topic): str(payload) for topic, payload in stored.items()}
 
     async def _publish_discovery(self) -> None:
@@ -364,19 +367,20 @@ class Daemon:
         if not ha.enabled:
             return
         previous = await self._announced_discovery()
-        if not self.agent.devices_listed and previous:
+        current = discovery_messages(
+            self.topics,
+            account=self.agent.account,
+            devices=self.agent.devices,
+            settings=ha,
+            sw_version=__version__,
+            read_only=self.settings.mqtt.read_only,
+        )
+        if not self.agent.devices_listed and previous and set(previous) == set(current):
             # Devices are unknown until the first poll: re-announce what HA already has rather
-            # than a payload without the car, which would make HA drop its entities.
+            # than a payload without the car, which would make HA drop its entities. (A new
+            # prefix is a new topic set: that one is announced afresh.)
             messages = previous
         else:
-            current = discovery_messages(
-                self.topics,
-                account=self.agent.account,
-                devices=self.agent.devices,
-                settings=ha,
-                sw_version=__version__,
-                read_only=self.settings.mqtt.read_only,
-            )
             # Entities that went away (a car removed from the account) are sent as
             # platform-only stubs, HA's way to delete one entity of a device.
             messages = component_removal(previous, current)

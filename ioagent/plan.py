@@ -283,21 +283,6 @@ def drop_finished(
     return tuple(slot for slot in normalise(plan) if slot.end > horizon)
 
 
-__all__ = [
-    "DEFAULT_KEEP",
-    "EventKind",
-    "PlanEvent",
-    "apply_events",
-    "carry_started",
-    "diff",
-    "drop_finished",
-    "event_json",
-    "normalise",
-    "slot_json",
-    "whole_second",
-]
-
-
 def located(
     plan: Iterable[Dispatch], completed: Iterable[CompletedDispatch]
 ) -> tuple[Dispatch, ...]:
@@ -322,3 +307,19 @@ def located(
                 slot = replace(slot, location=found.pop())
         result.append(slot)
     return tuple(result)
+
+
+__all__ = [
+    "DEFAULT_KEEP",
+    "EventKind",
+    "PlanEvent",
+    "apply_events",
+    "carry_started",
+    "diff",
+    "drop_finished",
+    "event_json",
+    "located",
+    "normalise",
+    "slot_json",
+    "whole_second",
+]

@@ -217,6 +217,9 @@ class Poller:
                 await self._finish(PollOutcome(ok=False, error=error))
                 return
             now = self.clock()
+            if is_quiet_second(now):  # a slow device list can run into the quiet seconds
+                self._defer(now, reasons, key="quiet")
+                return
         cost = self._cost()
         reserve = 0 if (user_asked or "regular" in reasons) else REGULAR_RESERVE
         if not self.budget.allows(now, cost, reserve=reserve):

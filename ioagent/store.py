@@ -27,12 +27,12 @@ from ioagent.timeutil import iso_z, parse_iso, to_utc, utc_now
 MEMORY = ":memory:"
 BUSY_TIMEOUT_MS = 5000
 PRUNE_BATCH = 2000
+"""Rows deleted per transaction while pruning, so a large prune never holds the lock long."""
 _PRUNE_STATEMENTS = (
     "DELETE FROM slots WHERE rowid IN (SELECT rowid FROM slots WHERE end < ? LIMIT ?)",
     "DELETE FROM completed WHERE rowid IN (SELECT rowid FROM completed WHERE end < ? LIMIT ?)",
     "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? LIMIT ?)",
 )
-"""Rows deleted per transaction while pruning, so a large prune never holds the lock long."""
 
 
 class StoreError(Exception):

@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from structlog.testing import capture_logs
 
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_EV_ID
@@ -476,3 +477,24 @@ async def test_shutdown_during_a_resume_retry_still_resumes_smart_control(
         await d.stop()  # while the runner waits to retry the resume
         assert d.task.done()
         assert not device.is_suspended, "a stop between resume attempts must not leave it off"
+
+
+async def test_a_stop_during_the_resync_pause_bounds_the_resume_attempts(
+    broker: Broker,
+    simulator: RunningSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Docker kills a container 10 s after SIGTERM: the resume may not retry for minutes first.
+    monkeypatch.setattr("ioagent.command_runner.RESUME_SHUTDOWN_GRACE", 1.0)
+    device = simulator.state.device(DEFAULT_EV_ID)
+    async with running_daemon(broker, simulator, tmp_path, polling={"resync_pause": 30.0}) as d:
+        await d.watcher.publish(d.topics.command("resync"), "go")
+        await wait_until(lambda: device.is_suspended)
+        simulator.state.add_fault("http_500", 1000)  # Octopus is down: every resume fails
+        with capture_logs() as logs:
+            await d.stop()  # in the pause, before any resume attempt
+        assert d.task.done()
+    events = [entry["event"] for entry in logs]
+    assert "resync_resume_retry" in events, "the resume was attempted"
+    assert "resync_resume_abandoned" in events, "and given up within the grace, saying so"

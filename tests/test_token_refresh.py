@@ -138,3 +138,26 @@ async def test_after_a_recovery_the_refresh_runs_when_due_again(
     # Each refresh after the recovery runs when due, 55 min after the last: no back-off is left.
     for before, after in itertools.pairwise([recovered, *later]):
         assert after == avoid_boundary(before + timedelta(minutes=55))
+
+
+class ShortLivedTokenClient(OutageClient):
+    """Every token is due again as soon as it is issued (a JWT no longer than the margin)."""
+
+    async def refresh_token_if_due(self) -> bool:
+        self.attempts.append(self.clock())
+        if len(self.attempts) > 1000:
+            raise _Enough  # a refresh loop: end it, the assertions say what went wrong
+        self.due = self.clock()
+        return True
+
+
+async def test_a_token_that_is_due_at_once_is_not_refreshed_in_a_loop(
+    fake_time: tuple[FakeClock, list[float]], tmp_path: Path
+) -> None:
+    clock, _ = fake_time
+    instance = daemon(clock, tmp_path)
+    client = ShortLivedTokenClient(clock, START, recovers_at=START)
+    await run_refresh_task(instance, client)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(client.attempts)]
+    assert gaps and min(gaps) >= BACKGROUND_RETRY
+    assert len(client.attempts) <= (2 * OUTAGE) / BACKGROUND_RETRY + 1

@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -313,3 +314,50 @@ async def test_fuzzed_commands_through_the_broker_soak(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path, cases: list[tuple[str, bytes]]
 ) -> None:
     await broker_fuzz(broker, simulator, tmp_path, cases)
+
+
+async def test_a_command_that_waited_too_long_in_the_queue_is_refused_not_run(
+    simulator: RunningSimulator,
+) -> None:
+    received = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)
+    now = [received]
+    replies: list[tuple[str, str | None]] = []
+
+    async def reply(command: Command | CommandRejection, status: str, err: str | None) -> None:
+        replies.append((status, err))
+
+    async with KrakenClient(simulator.graphql_url, SecretStr(DEFAULT_API_KEY)) as client:
+        agent = AccountAgent(
+            account=DEFAULT_ACCOUNT,
+            client=client,
+            publisher=_Discard(),
+            store=None,
+            topics=Topics("ioagent", DEFAULT_ACCOUNT),
+            tariff=TariffSettings(),
+            clock=lambda: now[0],
+        )
+        agent.devices = await client.devices(DEFAULT_ACCOUNT)
+        poller = Poller(agent, PollingSettings(), clock=lambda: now[0])
+        runner = CommandRunner(agent, poller, reply, clock=lambda: now[0], max_age=60.0)
+        command = parse_command(
+            "target_soc",
+            b"70",
+            retained=False,
+            now=received,
+            message_age=0.0,
+            max_age=60.0,
+            device_ids=agent.device_ids,
+        )
+        assert isinstance(command, Command)
+        simulator.state.reset_calls()
+        await runner.submit(command)
+        now[0] = received + timedelta(seconds=61)  # it waited behind a resync, say
+        worker = asyncio.create_task(runner.run())
+        try:
+            async with asyncio.timeout(5):
+                while not replies:
+                    await asyncio.sleep(0.01)
+        finally:
+            worker.cancel()
+    assert replies == [("error", STALE_REASON)]
+    assert simulator.state.calls()["total"] == 0, "a stale command makes no API call"
