@@ -39,7 +39,7 @@ from ioagent.kraken.client import KrakenClient
 from ioagent.poller import Poller
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, DEFAULT_EV_ID
-from ioagent.timeutil import utc_now
+from ioagent.timeutil import Clock, utc_now
 from ioagent.topics import Topics
 from tests.broker import Broker
 from tests.harness import running_daemon
@@ -140,19 +140,25 @@ class CommandRig:
         return True
 
 
+async def agent_with_devices(client: KrakenClient, clock: Clock) -> AccountAgent:
+    """An agent that publishes nowhere and already knows the simulator's devices."""
+    agent = AccountAgent(
+        account=DEFAULT_ACCOUNT,
+        client=client,
+        publisher=_Discard(),
+        store=None,
+        topics=Topics("ioagent", DEFAULT_ACCOUNT),
+        tariff=TariffSettings(),
+        clock=clock,
+    )
+    agent.devices = await client.devices(DEFAULT_ACCOUNT)
+    return agent
+
+
 @pytest.fixture
 async def command_rig(simulator: RunningSimulator) -> AsyncIterator[CommandRig]:
     async with KrakenClient(simulator.graphql_url, SecretStr(DEFAULT_API_KEY)) as client:
-        agent = AccountAgent(
-            account=DEFAULT_ACCOUNT,
-            client=client,
-            publisher=_Discard(),
-            store=None,
-            topics=Topics("ioagent", DEFAULT_ACCOUNT),
-            tariff=TariffSettings(),
-            clock=utc_now,
-        )
-        agent.devices = await client.devices(DEFAULT_ACCOUNT)
+        agent = await agent_with_devices(client, utc_now)
         poller = Poller(agent, PollingSettings(), clock=utc_now)
         holder: list[CommandRig] = []
 
@@ -327,16 +333,7 @@ async def test_a_command_that_waited_too_long_in_the_queue_is_refused_not_run(
         replies.append((status, err))
 
     async with KrakenClient(simulator.graphql_url, SecretStr(DEFAULT_API_KEY)) as client:
-        agent = AccountAgent(
-            account=DEFAULT_ACCOUNT,
-            client=client,
-            publisher=_Discard(),
-            store=None,
-            topics=Topics("ioagent", DEFAULT_ACCOUNT),
-            tariff=TariffSettings(),
-            clock=lambda: now[0],
-        )
-        agent.devices = await client.devices(DEFAULT_ACCOUNT)
+        agent = await agent_with_devices(client, lambda: now[0])
         poller = Poller(agent, PollingSettings(), clock=lambda: now[0])
         runner = CommandRunner(agent, poller, reply, clock=lambda: now[0], max_age=60.0)
         command = parse_command(
