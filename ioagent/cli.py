@@ -73,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--jwt-lifetime",
         metavar="SECONDS",
         type=_jwt_lifetime,
-        default=timedelta(hours=1),
-        help="how long the simulator's JWTs live (default 3600)",
+        default=None,
+        help="how long the simulator's JWTs live (default 3600, as Kraken's)",
     )
     dispatches = with_config(
         sub.add_parser("dispatches", help="print the plan, device state and preferences once")

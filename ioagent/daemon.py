@@ -17,6 +17,7 @@ import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -55,6 +56,14 @@ HA_TOPICS_META = "homeassistant_topics"
 PRUNE_FIRST_DELAY = 120.0
 PRUNE_INTERVAL = 24 * 3600.0
 VICTRON_HORIZON = timedelta(hours=24)
+
+
+class TokenRefresher(Protocol):
+    """What the token-refresh task needs of :class:`KrakenClient`."""
+
+    def token_refresh_due_at(self) -> datetime | None: ...
+
+    async def refresh_token_if_due(self) -> bool: ...
 
 
 class _Stop(Exception):
@@ -275,7 +284,7 @@ class Daemon:
             windows = [*windows, *fixed_windows(rules, now, end)]
         return sorted((w.start, w.end) for w in windows)
 
-    async def _token_refresh(self, client: KrakenClient) -> None:
+    async def _token_refresh(self, client: TokenRefresher) -> None:
         """Refresh the JWT ahead of expiry so that a poll never waits for a login.
 
         A failed refresh is retried with exponential backoff and jitter, not every second for

@@ -81,7 +81,7 @@ def daemon(clock: FakeClock, tmp_path: Path) -> Daemon:
 
 async def run_refresh_task(instance: Daemon, client: OutageClient) -> None:
     with pytest.raises(_Enough):
-        await instance._token_refresh(client)  # type: ignore[arg-type]  # the client's 2 methods
+        await instance._token_refresh(client)
 
 
 async def test_a_failing_token_refresh_backs_off_with_jitter(

@@ -18,11 +18,10 @@ from ioagent.simulator.state import (
     DEFAULT_ACCOUNT,
     DEFAULT_API_KEY,
     DEFAULT_EV_ID,
+    DEFAULT_JWT_LIFETIME,
     SimulatorState,
 )
 from ioagent.timeutil import utc_now
-
-DEFAULT_JWT_LIFETIME = timedelta(hours=1)
 
 
 def _ev_line(state: SimulatorState) -> str:
@@ -100,7 +99,7 @@ def cli_simulator(args: argparse.Namespace) -> int:
                 args.port,
                 sys.stdout,
                 plugged=not args.unplugged,
-                jwt_lifetime=args.jwt_lifetime,
+                jwt_lifetime=args.jwt_lifetime or DEFAULT_JWT_LIFETIME,
             )
         )
     except KeyboardInterrupt:

@@ -52,6 +52,8 @@ FIELD_FAULTS = ("kt_4340", "partial")
 SOURCE_SMART = "smart-charge"
 SOURCE_BUMP = "bump-charge"
 
+DEFAULT_JWT_LIFETIME = timedelta(hours=1)
+"""Kraken's JWTs live 60 minutes."""
 RATE_LIMIT_FIELD = "flexPlannedDispatches"
 RATE_LIMIT_MAX = 5
 RATE_LIMIT_WINDOW = timedelta(seconds=60)
@@ -203,7 +205,7 @@ class SimulatorState:
         self,
         clock: Clock,
         *,
-        jwt_lifetime: timedelta = timedelta(hours=1),
+        jwt_lifetime: timedelta = DEFAULT_JWT_LIFETIME,
         refresh_lifetime: timedelta = timedelta(days=7),
         seed: int = 0,
     ) -> None:
@@ -233,7 +235,7 @@ class SimulatorState:
     def with_default_account(
         cls,
         clock: Clock,
-        jwt_lifetime: timedelta = timedelta(hours=1),
+        jwt_lifetime: timedelta = DEFAULT_JWT_LIFETIME,
         refresh_lifetime: timedelta = timedelta(days=7),
         seed: int = 0,
     ) -> SimulatorState:
