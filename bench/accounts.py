@@ -29,16 +29,16 @@ from pydantic import SecretStr
 
 from bench.env import quiet_logs
 from bench.procfs import cpu_seconds, rss_kb
-from ioagent.agent import AccountAgent
-from ioagent.bridge import IncomingMessage, MqttBridge
 from ioagent.config import MqttSettings, TariffSettings
 from ioagent.kraken.client import KrakenClient
 from ioagent.kraken.errors import KrakenError
+from ioagent.mqtt.bridge import IncomingMessage, MqttBridge
+from ioagent.mqtt.topics import Topics
+from ioagent.runtime.agent import AccountAgent
 from ioagent.simulator.control import SimulatorControl
 from ioagent.simulator.server import CONTROL_PATH, GRAPHQL_PATH, run_simulator
 from ioagent.simulator.state import SimDevice, SimPreferences, SimulatorState, default_schedules
 from ioagent.timeutil import utc_now
-from ioagent.topics import Topics
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = 50

@@ -87,7 +87,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
 def daemon_nodelay(d: Any) -> bool | None:
     """Whether the daemon's own broker socket has TCP_NODELAY (read, never set, here).
 
-    ioagent's bridge sets it after connecting (``ioagent.bridge._disable_nagle``); the bench
+    ioagent's bridge sets it after connecting (``ioagent.mqtt.bridge._disable_nagle``); the bench
     only reports what it finds, None when the socket cannot be reached.
     """
     try:

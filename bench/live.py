@@ -30,8 +30,8 @@ from bench import policy
 from bench.env import LONDON, mosquitto, peak_now_tariff
 from bench.stats import summary
 from ioagent.config import PollingSettings
-from ioagent.daemon import BOUNDARY_MAX_WAIT
 from ioagent.kraken.types import Dispatch
+from ioagent.runtime.daemon import BOUNDARY_MAX_WAIT
 from ioagent.simulator.server import run_simulator
 from ioagent.simulator.state import DEFAULT_EV_ID, SimulatorState
 from ioagent.timeutil import iso_z, parse_iso, utc_now

@@ -1,8 +1,8 @@
 """P2 and P3 on a simulated clock: the daemon's real poll policy, driven through whole days.
 
-Nothing about *when* to poll is re-implemented here. The real :class:`ioagent.poller.Poller`
+Nothing about *when* to poll is re-implemented here. The real :class:`ioagent.runtime.poller.Poller`
 (with its :class:`ioagent.budget.CallBudget`, ``avoid_boundary``, ``REGULAR_RESERVE`` and the
-``PollingSettings`` defaults) and the real :class:`ioagent.command_runner.CommandRunner` run
+``PollingSettings`` defaults) and the real :class:`ioagent.runtime.command_runner.CommandRunner` run
 on an asyncio loop; only three things are replaced:
 
 * the clock, which jumps from one due job to the next;
@@ -35,20 +35,20 @@ from apscheduler.triggers.date import DateTrigger
 from pydantic import SecretStr
 
 from bench.stats import summary
-from ioagent.agent import AccountAgent, PollOutcome
 from ioagent.budget import HOUR, REGULAR_RESERVE, is_quiet_second
-from ioagent.command_runner import CommandRunner
-from ioagent.commands import Command, CommandRejection, parse_command
 from ioagent.config import PollingSettings, TariffSettings
 from ioagent.kraken.client import PollResult
 from ioagent.kraken.tokens import TokenSource
 from ioagent.kraken.types import Device, Dispatch, Preferences, Schedule
 from ioagent.logs import configure_logging
-from ioagent.poller import Poller
+from ioagent.mqtt.commands import Command, CommandRejection, parse_command
+from ioagent.mqtt.topics import Topics
+from ioagent.runtime.agent import AccountAgent, PollOutcome
+from ioagent.runtime.command_runner import CommandRunner
+from ioagent.runtime.poller import Poller
 from ioagent.simulator import planner
 from ioagent.simulator.state import SimulatorState
 from ioagent.timeutil import utc_now
-from ioagent.topics import Topics
 
 LONDON = ZoneInfo("Europe/London")
 DEVICE_ID = "00000000-5117-4e0a-9c1d-0000000000b1"

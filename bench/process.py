@@ -24,6 +24,7 @@ from typing import Any
 from bench.env import mosquitto, peak_now_tariff
 from bench.procfs import cpu_seconds, rss_kb, sample
 from bench.stats import summary
+from ioagent.mqtt.topics import Topics
 from ioagent.simulator.server import RunningSimulator, run_simulator
 from ioagent.simulator.state import (
     DEFAULT_ACCOUNT,
@@ -32,7 +33,6 @@ from ioagent.simulator.state import (
     SimulatorState,
 )
 from ioagent.timeutil import utc_now
-from ioagent.topics import Topics
 from tests.broker import Broker
 from tests.harness import Watcher, watching
 
@@ -130,7 +130,10 @@ def python_baselines() -> dict[str, int]:
     """RSS (kB) of a bare interpreter and of one that has imported the daemon's modules."""
     probe = "from bench.procfs import rss_kb; {imports}print(rss_kb())"
     results = {}
-    for name, imports in (("bare_python_kb", ""), ("imports_only_kb", "import ioagent.daemon; ")):
+    for name, imports in (
+        ("bare_python_kb", ""),
+        ("imports_only_kb", "import ioagent.runtime.daemon; "),
+    ):
         out = subprocess.run(
             [sys.executable, "-c", probe.format(imports=imports)],
             cwd=REPO,

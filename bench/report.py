@@ -660,7 +660,7 @@ def _p4(p4: dict[str, Any]) -> list[str]:
         "publish, command handling and API calls included) |",
         f"| CPU while idle | {p4['idle_cpu_percent']} % |",
         f"| for comparison: bare `python3` | {p4['bare_python_kb'] / 1024:.1f} MB |",
-        f"| for comparison: `python3 -c 'import ioagent.daemon'` | "
+        f"| for comparison: `python3 -c 'import ioagent.runtime.daemon'` | "
         f"{p4['imports_only_kb'] / 1024:.1f} MB |",
         "",
     ]
@@ -867,7 +867,7 @@ def _misses(r: dict[str, Any], met: dict[str, bool]) -> list[str]:
         flat = idle <= 0.1 and growth <= 1.0
         lines.append(
             f"- **P4.** The daemon sits at {p4['rss_idle_max_mb']} MB, and "
-            f"{imports:.1f} MB of that is reached by merely importing `ioagent.daemon` (a bare "
+            f"{imports:.1f} MB of that is reached by merely importing `ioagent.runtime.daemon` (a bare "
             f"interpreter is {p4['bare_python_kb'] / 1024:.1f} MB; its dependencies are "
             "aiohttp, pydantic/pydantic-settings, structlog, APScheduler and aiomqtt/paho). "
             f"The publishes add {growth:+.1f} MB and the idle time {idle:+.1f} MB"

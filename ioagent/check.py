@@ -27,7 +27,6 @@ from typing import TextIO
 
 import aiomqtt
 
-from ioagent.bridge import describe_connection_error
 from ioagent.config import (
     ConfigError,
     MqttSettings,
@@ -42,6 +41,7 @@ from ioagent.kraken.client import KrakenClient
 from ioagent.kraken.errors import AccountError, AuthFailed, KrakenError, TransientError
 from ioagent.kraken.types import Device
 from ioagent.logs import configure_logging, redact, register_secret
+from ioagent.mqtt.bridge import describe_connection_error
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -275,7 +275,7 @@ async def run_checks(settings: Settings) -> list[CheckResult]:
             "victron",
             settings.victron,
             failure_code=EXIT_GX,
-            # The GX's broker is driven over 3.1.1, as ioagent.victron does.
+            # The GX's broker is driven over 3.1.1, as ioagent.victron.connector does.
             protocol=aiomqtt.ProtocolVersion.V311,
         )
         broker, octopus, victron = await asyncio.gather(main, api, gx)

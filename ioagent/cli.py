@@ -18,12 +18,12 @@ from ioagent import __version__
 # command name -> "module:function"; the function takes the parsed namespace and returns an
 # exit code.
 HANDLERS = {
-    "run": "ioagent.daemon:cli_run",
+    "run": "ioagent.runtime.daemon:cli_run",
     "demo": "ioagent.demo:cli_demo",
     "simulator": "ioagent.simulator.cli:cli_simulator",
     "dispatches": "ioagent.kraken.cli:cli_dispatches",
     "check": "ioagent.check:cli_check",
-    "history": "ioagent.history:cli_history",
+    "history": "ioagent.store.history:cli_history",
 }
 
 

@@ -38,8 +38,8 @@ from zoneinfo import ZoneInfo
 import aiomqtt
 
 from ioagent.config import Settings
-from ioagent.daemon import Daemon
 from ioagent.logs import configure_logging
+from ioagent.runtime.daemon import Daemon
 from ioagent.simulator.server import RunningSimulator, run_simulator
 from ioagent.simulator.state import (
     DEFAULT_ACCOUNT,

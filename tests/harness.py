@@ -16,11 +16,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ioagent.config import Settings
-from ioagent.daemon import Daemon
+from ioagent.mqtt.topics import Topics
+from ioagent.runtime.daemon import Daemon
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY
 from ioagent.timeutil import Clock, parse_iso, utc_now
-from ioagent.topics import Topics
 from tests import canary
 from tests.broker import Broker
 

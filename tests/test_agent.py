@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from ioagent.agent import AccountAgent
-from ioagent.async_store import AsyncStore
 from ioagent.config import TariffSettings
 from ioagent.kraken.client import KrakenClient, PollResult
 from ioagent.kraken.types import AT_HOME, AWAY, SMART, CompletedDispatch, Dispatch
-from ioagent.topics import Topics
+from ioagent.mqtt.topics import Topics
+from ioagent.runtime.agent import AccountAgent
+from ioagent.store.async_store import AsyncStore
 
 NOW = datetime(2026, 11, 23, 18, 0, 7, tzinfo=UTC)
 ACCOUNT = "A-1234ABCD"

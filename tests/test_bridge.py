@@ -22,12 +22,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from structlog.testing import capture_logs
 
-from ioagent.bridge import (
+from ioagent.config import MqttSettings
+from ioagent.mqtt.bridge import (
     IncomingMessage,
     MqttBridge,
     describe_connection_error,
 )
-from ioagent.config import MqttSettings
 from tests.broker import Broker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -243,7 +243,7 @@ async def test_cancelling_run_still_leaves_offline(broker: Broker) -> None:
 
 LWT_SCRIPT = """
 import asyncio, sys
-from ioagent.bridge import MqttBridge
+from ioagent.mqtt.bridge import MqttBridge
 from ioagent.config import MqttSettings
 
 async def ignore(message):

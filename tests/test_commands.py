@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ioagent.commands import (
+from ioagent.mqtt.commands import (
     KNOWN_COMMANDS,
     RETAINED_REASON,
     STALE_REASON,

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_EV_ID
-from ioagent.store import Store
+from ioagent.store.database import Store
 from ioagent.timeutil import parse_iso
 from tests.broker import Broker
 from tests.harness import RunningDaemon, running_daemon
@@ -486,7 +486,7 @@ async def test_a_stop_during_the_resync_pause_bounds_the_resume_attempts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Docker kills a container 10 s after SIGTERM: the resume may not retry for minutes first.
-    monkeypatch.setattr("ioagent.command_runner.RESUME_SHUTDOWN_GRACE", 1.0)
+    monkeypatch.setattr("ioagent.runtime.command_runner.RESUME_SHUTDOWN_GRACE", 1.0)
     device = simulator.state.device(DEFAULT_EV_ID)
     async with running_daemon(broker, simulator, tmp_path, polling={"resync_pause": 30.0}) as d:
         await d.watcher.publish(d.topics.command("resync"), "go")

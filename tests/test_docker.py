@@ -36,7 +36,7 @@ from aiomqtt.exceptions import MqttConnectError
 from ruamel.yaml import YAML
 
 from ioagent.config import load_settings
-from ioagent.daemon import HEARTBEAT_INTERVAL, heartbeat_path
+from ioagent.runtime.daemon import HEARTBEAT_INTERVAL, heartbeat_path
 from ioagent.timeutil import iso_z
 from tests.broker import free_port, mosquitto_binary, wait_for_port
 

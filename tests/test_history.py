@@ -11,7 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ioagent.cli import main
-from ioagent.history import (
+from ioagent.kraken.types import CompletedDispatch, Dispatch
+from ioagent.store.database import SlotRecord, Store
+from ioagent.store.history import (
     CAP_FLAG_META,
     NightSummary,
     night_bounds,
@@ -19,9 +21,7 @@ from ioagent.history import (
     nightly_history,
     summarise_night,
 )
-from ioagent.kraken.types import CompletedDispatch, Dispatch
-from ioagent.store import SlotRecord, Store
-from ioagent.tariff import TariffRules
+from ioagent.tariff.rules import TariffRules
 
 LONDON = ZoneInfo("Europe/London")
 RULES = TariffRules(zone=LONDON, offpeak_start=time(23, 30), offpeak_end=time(5, 30))

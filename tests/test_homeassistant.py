@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ioagent.config import HomeAssistantSettings
-from ioagent.homeassistant import (
+from ioagent.kraken.types import Device
+from ioagent.mqtt.homeassistant import (
     DEVICE_STATES,
     HA_STATUS_TOPIC,
     READY_BY_OPTIONS,
@@ -24,8 +25,7 @@ from ioagent.homeassistant import (
     referenced_topics,
     removal_messages,
 )
-from ioagent.kraken.types import Device
-from ioagent.topics import COMMANDS, Topics
+from ioagent.mqtt.topics import COMMANDS, Topics
 
 ACCOUNT = "A-1234ABCD"
 TOPICS = Topics("ioagent", ACCOUNT)

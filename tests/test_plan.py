@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ioagent.kraken.types import AT_HOME, AWAY, BOOST, SMART, TEST, CompletedDispatch, Dispatch
-from ioagent.plan import (
+from ioagent.tariff.plan import (
     PlanEvent,
     apply_events,
     carry_started,

@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ioagent.budget import REGULAR_RESERVE, avoid_boundary
-from ioagent.command_runner import CommandRunner
-from ioagent.commands import Command, CommandRejection, parse_command
 from ioagent.config import PollingSettings
-from ioagent.poller import Poller
+from ioagent.mqtt.commands import Command, CommandRejection, parse_command
+from ioagent.runtime.command_runner import CommandRunner
+from ioagent.runtime.poller import Poller
 from ioagent.simulator.state import (
     DEFAULT_ACCOUNT,
     DEFAULT_EV_ID,

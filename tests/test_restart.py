@@ -84,7 +84,7 @@ async def test_retained_state_comes_back_from_the_store_before_any_api_call(
     simulator.state.add_fault("http_500", 1000, include_auth=True)
     simulator.state.reset_calls()
 
-    from ioagent.daemon import Daemon
+    from ioagent.runtime.daemon import Daemon
     from tests.harness import daemon_settings
 
     settings = daemon_settings(broker, simulator, tmp_path)

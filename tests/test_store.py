@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-import ioagent.store as store_module
-from ioagent.async_store import AsyncStore, describe_storage_error
+import ioagent.store.database as store_module
 from ioagent.kraken.types import BOOST, SMART, CompletedDispatch, Dispatch
-from ioagent.store import (
+from ioagent.store.async_store import AsyncStore, describe_storage_error
+from ioagent.store.database import (
     MIGRATIONS,
     PRUNE_BATCH,
     Store,
@@ -345,7 +345,7 @@ _WRITER = textwrap.dedent(
     import sys
     from datetime import UTC, datetime, timedelta
     from ioagent.kraken.types import CompletedDispatch, Dispatch
-    from ioagent.store import Store
+    from ioagent.store.database import Store
 
     store = Store.open(sys.argv[1])
     base = datetime(2026, 2, 7, tzinfo=UTC)

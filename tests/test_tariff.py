@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ioagent.config import TariffSettings
 from ioagent.kraken.types import AT_HOME, AWAY, BOOST, SMART, TEST, Dispatch
-from ioagent.tariff import (
+from ioagent.tariff.rules import (
     TariffRules,
     TariffState,
     Window,

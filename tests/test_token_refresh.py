@@ -16,9 +16,9 @@ import pytest
 
 from ioagent.budget import avoid_boundary, is_quiet_second
 from ioagent.config import Settings
-from ioagent.daemon import Daemon
 from ioagent.kraken.errors import TransientError
 from ioagent.kraken.tokens import BACKGROUND_RETRY
+from ioagent.runtime.daemon import Daemon
 from tests.faults.test_api_storm import FakeClock
 
 START = datetime(2026, 1, 14, 9, 3, 41, tzinfo=UTC)

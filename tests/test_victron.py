@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from ioagent.config import VictronSettings
-from ioagent.victron import (
+from ioagent.victron.connector import (
     VictronConnector,
     describe_scheduled_charge,
     parse_value,

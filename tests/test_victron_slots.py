@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ioagent.victron_slots import (
+from ioagent.victron.slots import (
     Interval,
     SlotPlan,
     SlotState,
@@ -33,7 +33,7 @@ def utc(
 
 @dataclass(frozen=True)
 class TariffWindow:
-    """Stands in for ioagent.tariff.Window: any object with .start and .end."""
+    """Stands in for ioagent.tariff.rules.Window: any object with .start and .end."""
 
     start: datetime
     end: datetime

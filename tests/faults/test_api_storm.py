@@ -23,10 +23,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from ioagent.agent import AccountAgent, PollOutcome
 from ioagent.config import PollingSettings, TariffSettings
 from ioagent.kraken.client import KrakenClient
-from ioagent.poller import Poller, PollReason
+from ioagent.mqtt.topics import Topics
+from ioagent.runtime.agent import AccountAgent, PollOutcome
+from ioagent.runtime.poller import Poller, PollReason
 from ioagent.simulator.server import run_simulator
 from ioagent.simulator.state import (
     DEFAULT_ACCOUNT,
@@ -36,7 +37,6 @@ from ioagent.simulator.state import (
     SimulatorState,
 )
 from ioagent.timeutil import iso_z, parse_iso
-from ioagent.topics import Topics
 
 SEED = int(os.environ.get("IOAGENT_STORM_SEED", "20260114"))
 START = datetime(2026, 1, 14, 9, 3, 41, tzinfo=UTC)

@@ -12,7 +12,7 @@ import statistics
 import time
 from pathlib import Path
 
-from ioagent.commands import RETAINED_REASON
+from ioagent.mqtt.commands import RETAINED_REASON
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_EV_ID
 from tests.broker import Broker

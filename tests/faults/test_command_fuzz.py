@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from ioagent.agent import AccountAgent
-from ioagent.command_runner import CommandRunner
-from ioagent.commands import (
+from ioagent.config import PollingSettings, TariffSettings
+from ioagent.kraken.client import KrakenClient
+from ioagent.mqtt.commands import (
     KNOWN_COMMANDS,
     RETAINED_REASON,
     STALE_REASON,
@@ -34,13 +34,13 @@ from ioagent.commands import (
     CommandRejection,
     parse_command,
 )
-from ioagent.config import PollingSettings, TariffSettings
-from ioagent.kraken.client import KrakenClient
-from ioagent.poller import Poller
+from ioagent.mqtt.topics import Topics
+from ioagent.runtime.agent import AccountAgent
+from ioagent.runtime.command_runner import CommandRunner
+from ioagent.runtime.poller import Poller
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, DEFAULT_EV_ID
 from ioagent.timeutil import Clock, utc_now
-from ioagent.topics import Topics
 from tests.broker import Broker
 from tests.harness import running_daemon
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from ioagent.mqtt.topics import Topics
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, DEFAULT_EV_ID
 from ioagent.timeutil import iso_z, parse_iso
-from ioagent.topics import Topics
 from tests.broker import Broker
 from tests.faults.test_api_storm import rolling_maximum
 from tests.harness import Watcher, watching

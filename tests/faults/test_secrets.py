@@ -15,9 +15,9 @@ import signal
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
+from ioagent.mqtt.topics import Topics
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, TokenGrant
-from ioagent.topics import Topics
 from tests.canary import secret
 from tests.faults import client_for
 from tests.faults.conftest import IOAGENT_PASSWORD, IOAGENT_USER, SecuredBroker

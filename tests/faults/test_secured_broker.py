@@ -13,10 +13,10 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from ioagent.daemon import Daemon
+from ioagent.mqtt.topics import Topics
+from ioagent.runtime.daemon import Daemon
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT
-from ioagent.topics import Topics
 from tests.faults import publish_once, retained_snapshot
 from tests.faults.conftest import IOAGENT_PASSWORD, IOAGENT_USER, SecuredBroker
 from tests.harness import daemon_settings

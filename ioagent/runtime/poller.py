@@ -18,7 +18,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 
-from ioagent.agent import AccountAgent, PollOutcome
 from ioagent.budget import (
     REGULAR_RESERVE,
     CallBudget,
@@ -30,6 +29,7 @@ from ioagent.budget import (
 from ioagent.config import PollingSettings
 from ioagent.kraken.errors import AuthFailed, RateLimited
 from ioagent.logs import get_logger
+from ioagent.runtime.agent import AccountAgent, PollOutcome
 from ioagent.timeutil import Clock, iso_z
 
 PollReason = Literal["start", "regular", "active", "recheck", "retry", "refresh", "resync"]

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from ioagent.kraken.types import CompletedDispatch, Dispatch
 from ioagent.logs import get_logger
-from ioagent.store import MEMORY, SlotRecord, Store, StoreError, migrate
+from ioagent.store.database import MEMORY, SlotRecord, Store, StoreError, migrate
 
 log = get_logger(__name__)
 

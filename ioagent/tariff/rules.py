@@ -17,7 +17,7 @@ Rules (see docs/tariff.md for examples):
 The tariff day runs from the end of one fixed window to the end of the next (05:30 → 05:30
 London by default). It contains exactly one stretch of "daytime" between two guaranteed
 windows, so every such stretch gets one full budget, the cap never depends on slots from
-before the last fixed window (bounded memory; see ``ioagent.plan.DEFAULT_KEEP``), and with
+before the last fixed window (bounded memory; see ``ioagent.tariff.plan.DEFAULT_KEEP``), and with
 the default window it is the same as counting per calendar day, because 05:30–23:30 lies
 inside one calendar day. A rolling 24 h window would make the answer for one half-hour
 depend on the order in which a day's slots were consumed across two nights, which nobody can

@@ -1,6 +1,6 @@
 """``ioagent history``: per-night off-peak time and energy from the store.
 
-A *night* is one tariff day (see ``ioagent.tariff``): from the end of one fixed off-peak window
+A *night* is one tariff day (see ``ioagent.tariff.rules``): from the end of one fixed off-peak window
 to the end of the next, in the tariff's zone, named by the local date on which it starts. With
 the default 23:30–05:30 window the night of 7 February runs from 05:30 on the 7th to 05:30 on
 the 8th, so it holds that day's daytime and evening smart slots, the fixed window and nothing
@@ -35,8 +35,8 @@ from zoneinfo import ZoneInfo
 
 from ioagent.config import ConfigError, TariffSettings, load_settings
 from ioagent.kraken.types import AWAY, BOOST, CompletedDispatch
-from ioagent.store import SlotRecord, Store, StoreError
-from ioagent.tariff import TariffRules, Window, fixed_windows, offpeak_windows
+from ioagent.store.database import SlotRecord, Store, StoreError
+from ioagent.tariff.rules import TariffRules, Window, fixed_windows, offpeak_windows
 from ioagent.timeutil import iso_z, to_utc, utc_now
 
 CAP_FLAG_META = "charging_duration_capped:{account}"

@@ -11,7 +11,7 @@ Design (see ``docs/home-assistant.md``):
   because Octopus issues a new one when a car is re-registered, and it does not contain the
   make/model either, because the topics it reads are per account: a new car keeps the entity
   ids, history and automations.
-- Entities read and write exactly the topics of :class:`ioagent.topics.Topics`; controls send
+- Entities read and write exactly the topics of :class:`ioagent.mqtt.topics.Topics`; controls send
   to the command topics the daemon listens on and nothing else.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 from ioagent.config import HomeAssistantSettings
 from ioagent.kraken.types import DEVICE_STATES as API_DEVICE_STATES
 from ioagent.kraken.types import Device
-from ioagent.topics import Topics
+from ioagent.mqtt.topics import Topics
 
 ORIGIN_NAME = "ioagent"
 MANUFACTURER = "Octopus Energy"

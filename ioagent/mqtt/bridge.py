@@ -204,7 +204,7 @@ class _Reply:
 
 
 class MqttBridge:
-    """The daemon's one connection to its broker; satisfies :class:`ioagent.publisher.Publisher`.
+    """The daemon's one connection to its broker; satisfies :class:`ioagent.mqtt.publisher.Publisher`.
 
     Run :meth:`run` as a task for the daemon's whole life and call :meth:`shutdown` (from
     another task, e.g. the SIGTERM handler) to leave cleanly.

@@ -22,28 +22,28 @@ from typing import Protocol
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ioagent import __version__
-from ioagent.agent import AccountAgent, PollOutcome
-from ioagent.async_store import AsyncStore
-from ioagent.bridge import IncomingMessage, MqttBridge
 from ioagent.budget import avoid_boundary, backoff_delay, is_quiet_second
-from ioagent.command_runner import CommandRunner
-from ioagent.commands import Command, CommandRejection, parse_command
 from ioagent.config import ConfigError, Settings, load_settings
-from ioagent.homeassistant import (
+from ioagent.kraken.client import KrakenClient
+from ioagent.kraken.errors import AuthFailed, KrakenError
+from ioagent.kraken.tokens import BACKGROUND_RETRY
+from ioagent.logs import configure_logging, get_logger, register_secret
+from ioagent.mqtt.bridge import IncomingMessage, MqttBridge
+from ioagent.mqtt.commands import Command, CommandRejection, parse_command
+from ioagent.mqtt.homeassistant import (
     component_removal,
     discovery_messages,
     discovery_topic,
     ha_status_topic,
 )
-from ioagent.kraken.client import KrakenClient
-from ioagent.kraken.errors import AuthFailed, KrakenError
-from ioagent.kraken.tokens import BACKGROUND_RETRY
-from ioagent.logs import configure_logging, get_logger, register_secret
-from ioagent.poller import Poller
-from ioagent.tariff import capped_smart_windows, fixed_windows
+from ioagent.mqtt.topics import Topics
+from ioagent.runtime.agent import AccountAgent, PollOutcome
+from ioagent.runtime.command_runner import CommandRunner
+from ioagent.runtime.poller import Poller
+from ioagent.store.async_store import AsyncStore
+from ioagent.tariff.rules import capped_smart_windows, fixed_windows
 from ioagent.timeutil import Clock, iso_z, parse_iso, utc_now
-from ioagent.topics import Topics
-from ioagent.victron import VictronConnector
+from ioagent.victron.connector import VictronConnector
 
 log = get_logger("ioagent.daemon")
 

@@ -6,7 +6,7 @@ fields that differ (``W/`` is never retained: the GX would replay it on every re
 confirms each write by reading it back, because the GX does not report failed writes.
 A watchdog notices a GX that falls silent while its broker still answers (a stalled
 dbus-flashmq, a restarted or replaced GX), says so in the status and brings the flow back.
-The decisions live in :mod:`ioagent.victron_slots`; this module is the I/O around them.
+The decisions live in :mod:`ioagent.victron.slots`; this module is the I/O around them.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from zoneinfo import ZoneInfo
 
 from aiomqtt import Client, MqttError, TLSParameters
 
-from ioagent.bridge import describe_connection_error
 from ioagent.config import VictronSettings
 from ioagent.logs import get_logger, redact, register_secret
+from ioagent.mqtt.bridge import describe_connection_error
 from ioagent.timeutil import Clock, iso_z, utc_now
-from ioagent.victron_slots import (
+from ioagent.victron.slots import (
     FIELDS,
     Interval,
     SlotPlan,

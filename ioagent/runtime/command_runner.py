@@ -1,6 +1,6 @@
 """Runs validated commands against the Kraken API, one at a time, and replies exactly once.
 
-Validation (``ioagent.commands``) happens as the message arrives, so invalid input is answered
+Validation (``ioagent.mqtt.commands``) happens as the message arrives, so invalid input is answered
 at once and makes no API call. Valid commands wait in a queue for the ``commands`` task: the
 MQTT receive loop never blocks on Octopus, and a re-sync's pause holds up nothing else.
 """
@@ -11,8 +11,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, time
 
-from ioagent.agent import AccountAgent
-from ioagent.commands import STALE_REASON, Command, CommandRejection
 from ioagent.kraken.errors import (
     ApiChanged,
     AuthFailed,
@@ -21,7 +19,9 @@ from ioagent.kraken.errors import (
     RateLimited,
 )
 from ioagent.logs import get_logger
-from ioagent.poller import Poller
+from ioagent.mqtt.commands import STALE_REASON, Command, CommandRejection
+from ioagent.runtime.agent import AccountAgent
+from ioagent.runtime.poller import Poller
 from ioagent.timeutil import Clock, iso_z
 
 log = get_logger("ioagent.commands")

@@ -35,7 +35,7 @@ DISABLED_SUNDAY = -10
 
 
 class TimeWindow(Protocol):
-    """Anything with aware ``start`` and ``end``, e.g. ``ioagent.tariff.Window``."""
+    """Anything with aware ``start`` and ``end``, e.g. ``ioagent.tariff.rules.Window``."""
 
     @property
     def start(self) -> datetime: ...

@@ -2,7 +2,7 @@
 
 The agent owns no sockets and no timers. It is given a Kraken client, a publisher, a store and
 a clock, so the whole pipeline runs in tests without a broker and without sleeping. The daemon
-decides *when* to poll (``ioagent.poller``) and *when* a boundary is due (``ioagent.daemon``).
+decides *when* to poll (``ioagent.runtime.poller``) and *when* a boundary is due (``ioagent.runtime.daemon``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, get_args
 
-from ioagent.async_store import AsyncStore
 from ioagent.config import TariffSettings
 from ioagent.kraken.client import KrakenClient, PollResult
 from ioagent.kraken.errors import (
@@ -24,7 +23,10 @@ from ioagent.kraken.errors import (
 )
 from ioagent.kraken.types import BOOST, CompletedDispatch, Device, Dispatch
 from ioagent.logs import get_logger
-from ioagent.plan import (
+from ioagent.mqtt.publisher import Publisher
+from ioagent.mqtt.topics import Topics
+from ioagent.store.async_store import AsyncStore
+from ioagent.tariff.plan import (
     DEFAULT_KEEP,
     PlanEvent,
     carry_started,
@@ -34,10 +36,8 @@ from ioagent.plan import (
     located,
     slot_json,
 )
-from ioagent.publisher import Publisher
-from ioagent.tariff import TariffRules, TariffState, evaluate, transitions
+from ioagent.tariff.rules import TariffRules, TariffState, evaluate, transitions
 from ioagent.timeutil import Clock, iso_z, parse_iso
-from ioagent.topics import Topics
 
 ApiState = Literal["ok", "degraded", "rate_limited", "auth_failed", "api_changed"]
 API_STATES: tuple[ApiState, ...] = get_args(ApiState)

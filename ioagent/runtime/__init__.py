@@ -1,0 +1,1 @@
+"""The running daemon: the supervisor, the per-account agent, the poller and the command runner."""

@@ -1,0 +1,1 @@
+"""Durable state: the SQLite store, its single-thread async front, and the history reports."""
