@@ -196,7 +196,8 @@ async def check_broker(
             settings.host, settings.port, settings.username, password, settings.tls, protocol
         )
         # The outer limit also covers a TCP connect that hangs on an unreachable host.
-        await asyncio.wait_for(_connect_once(client), MQTT_TIMEOUT * 2)
+        async with asyncio.timeout(MQTT_TIMEOUT * 2):
+            await _connect_once(client)
     except Exception as exc:
         # Anything at all (a bad CA file, a refused login, a dead host) is a failed check.
         message = redact(describe_connection_error(exc, settings.host, settings.port))

@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 
 import aiomqtt
 
+from ioagent.aio import wait_event
 from ioagent.config import Settings
 from ioagent.logs import configure_logging
 from ioagent.runtime.daemon import Daemon
@@ -220,8 +221,10 @@ async def run_demo(args: argparse.Namespace) -> int:
 
 async def _stop_after(daemon: Daemon, story: asyncio.Task[None], duration: float | None) -> None:
     """End the demo after ``duration`` seconds, or when the daemon is asked to stop."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(daemon.stop_requested.wait(), timeout=duration)
+    if duration is None:
+        await daemon.stop_requested.wait()
+    else:
+        await wait_event(daemon.stop_requested, duration)
     daemon.request_stop()
     story.cancel()
 

@@ -1,5 +1,13 @@
 from __future__ import annotations
 
+import asyncio
+import io
+import os
+import signal
+import sys
+import threading
+import traceback
+from asyncio import events as asyncio_events
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -7,6 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from ioagent.aio import describe_tasks
 from ioagent.simulator.server import RunningSimulator, run_simulator
 from ioagent.simulator.state import SimulatorState, TokenGrant
 from ioagent.timeutil import utc_now
@@ -89,3 +98,56 @@ async def gx(broker: Broker) -> AsyncIterator[GxPeer]:
         yield peer
     finally:
         await peer.stop()
+
+
+# ----- no test waits forever ---------------------------------------------------------------
+# Every test has a hard deadline (pytest-timeout; `timeout` in pyproject.toml, raised per test
+# with @pytest.mark.timeout). On expiry the stacks of every asyncio task and every thread go
+# to stderr, so a hang fails fast and says where it was waiting. A backstop a minute later
+# ends the whole run, in case the test cannot be interrupted (a hang in its teardown).
+BACKSTOP_AFTER = 60.0
+
+
+def _dump_hang(title: str) -> str:
+    out = io.StringIO()
+    out.write(f"\n{'+' * 30} {title} {'+' * 30}\n")
+    loop = asyncio_events._get_running_loop()
+    if loop is not None:
+        tasks = asyncio.all_tasks(loop)
+        out.write(f"{len(tasks)} asyncio task(s) in the running loop:\n")
+        out.write(describe_tasks(tasks, limit=20))
+    out.write("threads:\n")
+    for thread_id, frame in sys._current_frames().items():
+        out.write(f"--- thread {thread_id}\n{''.join(traceback.format_stack(frame))}")
+    text = out.getvalue()
+    sys.__stderr__.write(text)
+    sys.__stderr__.flush()
+    return text
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool:
+    deadline = float(settings.timeout)
+
+    def on_alarm(signum: int, frame: object) -> None:
+        __tracebackhide__ = True
+        _dump_hang(f"Timeout: {item.nodeid} ran longer than {deadline:g} s")
+        pytest.fail(f"hung: ran longer than its {deadline:g} s deadline (stacks on stderr)")
+
+    def backstop() -> None:
+        _dump_hang(f"Timeout backstop: {item.nodeid} could not be interrupted")
+        os._exit(3)
+
+    timer = threading.Timer(deadline + BACKSTOP_AFTER, backstop)
+    timer.daemon = True
+
+    def cancel() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        timer.cancel()
+
+    item.cancel_timeout = cancel  # type: ignore[attr-defined]
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, deadline)
+    timer.start()
+    return True

@@ -15,6 +15,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ioagent.aio import cancel_and_wait, describe_tasks
 from ioagent.config import Settings
 from ioagent.mqtt.topics import Topics
 from ioagent.runtime.daemon import Daemon
@@ -23,6 +24,11 @@ from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY
 from ioagent.timeutil import Clock, parse_iso, utc_now
 from tests import canary
 from tests.broker import Broker
+
+STOP_WAIT = 15.0
+"""How long a test waits for ``request_stop`` to end the daemon (its own bound is less)."""
+CANCEL_WAIT = 5.0
+"""After that, how long it waits for a cancellation to end it, before failing."""
 
 
 @dataclass
@@ -154,10 +160,32 @@ class RunningDaemon:
     watcher: Watcher
     task: asyncio.Task[None]
 
-    async def stop(self) -> None:
+    async def stop(self) -> float:
+        """Stop the daemon as SIGTERM does; the seconds it took.
+
+        Never waits forever: after ``STOP_WAIT`` s it fails with every task's stack, after
+        cancelling the daemon (``asyncio.wait_for`` would wait without a bound for a task
+        that does not finish cancelling; this gives up after ``CANCEL_WAIT`` more seconds).
+        """
+        started = time.monotonic()
         self.daemon.request_stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(self.task, timeout=15)
+        done, _ = await asyncio.wait({self.task}, timeout=STOP_WAIT)
+        elapsed = time.monotonic() - started
+        if not done:
+            stacks = describe_tasks(asyncio.all_tasks())
+            still = await cancel_and_wait(self.task, grace=0.0, bound=CANCEL_WAIT)
+            after = (
+                f"and it ignored cancellation for {CANCEL_WAIT:g} s more"
+                if still
+                else "cancelling it then ended it"
+            )
+            raise AssertionError(
+                f"the daemon did not stop within {STOP_WAIT:g} s of request_stop, {after}; "
+                f"where each task was waiting:\n{stacks}"
+            )
+        if not self.task.cancelled() and (error := self.task.exception()) is not None:
+            raise error
+        return elapsed
 
     async def command(
         self, name: str, payload: str, *, timeout: float = 15.0, **publish: Any
@@ -202,12 +230,12 @@ async def watching(broker: Broker, *patterns: str) -> AsyncIterator[Watcher]:
     ready = asyncio.Event()
     task = asyncio.create_task(watcher.run(ready), name="watcher")
     try:
-        await asyncio.wait_for(ready.wait(), timeout=10)
+        async with asyncio.timeout(10):
+            await ready.wait()
         yield watcher
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        still = await cancel_and_wait(task, grace=2.0, bound=CANCEL_WAIT)
+        assert not still, f"the MQTT watcher did not stop:\n{describe_tasks(still)}"
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,6 @@ runs in the background, so a poll never waits for a refresh it does not need.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import jwt as pyjwt
 from pydantic import SecretStr
 
+from ioagent.aio import cancel_and_wait
 from ioagent.kraken.errors import BAD_API_KEY, AuthFailed, KrakenError
 from ioagent.kraken.types import Token
 from ioagent.logs import get_logger, register_secret
@@ -169,9 +169,9 @@ class TokenSource:
     async def close(self) -> None:
         task, self._background = self._background, None
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Not ``suppress(CancelledError)`` around ``await task``: that would also swallow
+            # a cancellation of the caller, which then would not stop.
+            await cancel_and_wait(task, grace=1.0, bound=2.0)
 
     def _start_background_refresh(self, now: datetime) -> None:
         if self._lock.locked() or (self._background is not None and not self._background.done()):

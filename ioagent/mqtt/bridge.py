@@ -40,6 +40,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from ioagent.aio import cancel_and_wait, keeping_cancellation, wait_event
 from ioagent.budget import backoff_delay
 from ioagent.config import MqttSettings
 from ioagent.logs import get_logger, redact, register_secret
@@ -58,7 +59,10 @@ INBOX_LIMIT = 1000
 """Messages waiting for the handler; beyond this a flood is dropped rather than eating memory."""
 REPLY_BACKLOG = 100
 """Command replies kept while the broker is away, sent on reconnect (oldest dropped first)."""
-SHUTDOWN_TIMEOUT = 5.0
+SHUTDOWN_TIMEOUT = 3.0
+"""A clean ``offline`` and DISCONNECT get most of this; past it the connection is cancelled."""
+OFFLINE_TIMEOUT = 1.5
+"""How long the ``offline`` on the way out waits for its PUBACK (a dead broker sends none)."""
 
 _UNSPECIFIED = 128
 # MQTT v5 CONNACK reason codes (and their v3.1.1 equivalents) users actually hit.
@@ -339,13 +343,15 @@ class MqttBridge:
     ) -> bool:
         """False only when the connection failed, so the message is worth sending again."""
         try:
-            await client.publish(
-                topic,
-                payload,
-                qos=QOS,
-                retain=retain,
-                properties=properties,
-                timeout=PUBLISH_TIMEOUT,
+            await keeping_cancellation(
+                client.publish(
+                    topic,
+                    payload,
+                    qos=QOS,
+                    retain=retain,
+                    properties=properties,
+                    timeout=PUBLISH_TIMEOUT,
+                )
             )
         except aiomqtt.MqttError as exc:
             log.warning("mqtt publish failed", topic=topic, error=redact(str(exc)))
@@ -411,12 +417,11 @@ class MqttBridge:
                     maximum=self._backoff_max,
                 )
                 log.warning(redact(message), retry_in=round(delay, 2), attempt=failures)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                await wait_event(self._stop, delay)
         finally:
-            dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await dispatcher
+            # Not ``suppress(CancelledError)`` around ``await dispatcher``: that would also
+            # swallow a cancellation of this task, which then never stops.
+            await cancel_and_wait(dispatcher, grace=1.0, bound=2.0)
 
     async def _connection(self) -> None:
         """One connection, from connect to disconnect. Returns only when shut down."""
@@ -427,7 +432,9 @@ class MqttBridge:
             self._client = client
             self._established = True
             try:
-                await client.publish(self._status_topic, ONLINE, qos=QOS, retain=True)
+                await keeping_cancellation(
+                    client.publish(self._status_topic, ONLINE, qos=QOS, retain=True)
+                )
                 await self._replay(client)
                 for topic in self._subscriptions:
                     await self._subscribe(client, topic)
@@ -459,31 +466,35 @@ class MqttBridge:
                 self.connected_event.clear()
                 self._dispatch_gate.clear()
                 if reader is not None:
-                    reader.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                        await reader
+                    await cancel_and_wait(reader, grace=1.0, bound=2.0)
+                    if reader.done() and not reader.cancelled():
+                        reader.exception()  # retrieved: the connection's end was logged
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         # A clean DISCONNECT discards the will, so say it ourselves.
         with contextlib.suppress(aiomqtt.MqttError):
-            await client.publish(self._status_topic, OFFLINE, qos=QOS, retain=True, timeout=2)
+            await keeping_cancellation(
+                client.publish(
+                    self._status_topic, OFFLINE, qos=QOS, retain=True, timeout=OFFLINE_TIMEOUT
+                )
+            )
 
     async def _replay(self, client: aiomqtt.Client) -> None:
         # Read each value at send time: a publish() racing with the replay then always wins.
         for topic in list(self._pending_clears):
             if topic in self._pending_clears:
-                await client.publish(topic, "", qos=QOS, retain=True)
+                await keeping_cancellation(client.publish(topic, "", qos=QOS, retain=True))
                 self._pending_clears.discard(topic)
         for topic in list(self._retained):
             payload = self._retained.get(topic)
             if payload is not None:
-                await client.publish(topic, payload, qos=QOS, retain=True)
+                await keeping_cancellation(client.publish(topic, payload, qos=QOS, retain=True))
 
     async def _subscribe(self, client: aiomqtt.Client, topic: str) -> None:
         # Retain-as-published: a retained command published while we are subscribed still
         # arrives flagged retained, so it can be refused rather than run.
         options = SubscribeOptions(qos=QOS, retainAsPublished=True)
-        granted: Any = await client.subscribe(topic, options=options)
+        granted: Any = await keeping_cancellation(client.subscribe(topic, options=options))
         for code in granted if isinstance(granted, list | tuple) else ():
             if isinstance(code, ReasonCode) and code.is_failure:
                 log.warning("MQTT broker refused the subscription", topic=topic, reason=str(code))
@@ -513,14 +524,22 @@ class MqttBridge:
             except Exception:
                 log.exception("MQTT message handler failed", topic=message.topic)
 
-    async def shutdown(self, wait_seconds: float = SHUTDOWN_TIMEOUT) -> None:
-        """Publish ``offline`` (retained), disconnect cleanly and let :meth:`run` return."""
+    async def shutdown(self, bound: float = SHUTDOWN_TIMEOUT) -> None:
+        """Publish ``offline`` (retained), disconnect cleanly and let :meth:`run` return.
+
+        Returns within ``bound`` seconds: a broker that has gone without closing the socket
+        answers neither the ``offline`` nor the DISCONNECT, and then the connection is
+        cancelled (the broker publishes the retained ``offline`` last will itself, once it
+        notices that the keepalive has lapsed).
+        """
         self._stop.set()
         task = self._run_task
         if task is None or task.done() or task is asyncio.current_task():
             return
-        done, _ = await asyncio.wait({task}, timeout=wait_seconds)
+        clean = bound * 0.7
+        done, _ = await asyncio.wait({task}, timeout=clean)
         if not done:
-            log.warning("MQTT bridge did not stop in time; cancelling it")
-            task.cancel()
-            await asyncio.wait({task}, timeout=wait_seconds)
+            log.warning("MQTT broker did not answer the clean disconnect; closing the connection")
+            still = await cancel_and_wait(task, grace=0.0, bound=bound - clean)
+            if still:
+                log.error("the MQTT connection did not close in time")

@@ -31,7 +31,8 @@ ReplyFn = Callable[[Command | CommandRejection, str, str | None], Awaitable[None
 
 RESYNC_PAUSE_SECONDS = 30.0
 RESUME_ATTEMPTS = 5
-RESUME_SHUTDOWN_GRACE = 8.0
+RESUME_SHUTDOWN_GRACE = 4.0
+"""A stop waits this long for the resume attempts (inside the daemon's 9 s stop bound)."""
 """On shutdown, how long the resume attempts of a resync may still run: under Docker's 10 s."""
 NOT_APPLIED = (CommandRefused, ApiChanged, AuthFailed, RateLimited)
 """Errors that mean Octopus answered and did not apply the change."""
@@ -188,7 +189,7 @@ class CommandRunner:
                 raise asyncio.CancelledError
             await asyncio.shield(attempts)
         except asyncio.CancelledError:
-            done, _ = await asyncio.wait({attempts}, timeout=RESUME_SHUTDOWN_GRACE)
+            done = await _wait_through_cancellations(attempts, RESUME_SHUTDOWN_GRACE)
             if not done:
                 attempts.cancel()
                 log.error(
@@ -219,3 +220,23 @@ class CommandRunner:
         )
         assert last_error is not None
         raise last_error
+
+
+async def _wait_through_cancellations(task: asyncio.Task[None], grace: float) -> bool:
+    """Wait up to ``grace`` seconds for ``task``, even through further cancellations.
+
+    A stop cancels the runner more than once (the supervisor re-cancels what is slow to
+    stop); each would otherwise cut short the one clean-up that must get its time: turning
+    smart control back on. The wait is bounded, so the stop still is.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while not task.done():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return False
+        try:
+            await asyncio.wait({task}, timeout=remaining)
+        except asyncio.CancelledError:
+            continue
+    return True

@@ -4,14 +4,20 @@ Tasks: ``mqtt`` (bridge connection), ``poller`` (API polls), ``commands`` (comma
 ``boundaries`` (flips state topics at each transition), ``token-refresh``, ``heartbeat``,
 ``homeassistant`` (discovery re-announce), ``victron`` (optional) and ``shutdown`` (waits for
 SIGTERM/SIGINT, publishes ``offline`` and ends the group).
+
+A stop (``request_stop``, SIGTERM, SIGINT) always completes within :data:`STOP_BOUND` seconds,
+whatever the daemon is doing: the work tasks are cancelled (a resync still gets its bounded
+resume), the bridge says ``offline`` concurrently, and the store gets what is left. A task that
+does not finish cancelling is cancelled again and, past the bound, named in the log with its
+stack and left behind (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
+import os
 import random
 import signal
 import sys
@@ -22,6 +28,7 @@ from typing import Protocol
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ioagent import __version__
+from ioagent.aio import cancel_and_wait, describe_tasks, wait_event
 from ioagent.budget import avoid_boundary, backoff_delay, is_quiet_second
 from ioagent.config import ConfigError, Settings, load_settings
 from ioagent.kraken.client import KrakenClient
@@ -47,6 +54,18 @@ from ioagent.victron.connector import VictronConnector
 
 log = get_logger("ioagent.daemon")
 
+STOP_BOUND = 9.0
+"""Seconds from a stop request to :meth:`Daemon.run` returning, under Docker's 10 s."""
+WORK_STOP_GRACE = 4.5
+"""The work tasks get one cancellation for this long (a resync's resume needs up to 4 s)..."""
+WORK_STOP_BOUND = 6.0
+"""...and are cancelled again and again until this bound."""
+BRIDGE_STOP_BOUND = 3.0
+"""The bridge's ``offline`` and disconnect, at the same time as the work tasks stop."""
+STORE_CLOSE_BOUND = 2.0
+"""What is left for the store's queued writes before the daemon returns without them."""
+EXIT_STOP_OVERDUE = 70
+"""Exit code of ``ioagent run`` when a task outlived the stop bound (its stack is logged)."""
 BOUNDARY_MAX_WAIT = 60.0
 """Re-evaluate at least this often, so a wall-clock jump or a suspend is caught quickly."""
 HEARTBEAT_INTERVAL = 15.0
@@ -86,6 +105,8 @@ class Daemon:
         self.plan_changed = asyncio.Event()
         self.ha_birth = asyncio.Event()
         self.rng = random.Random()
+        self.stop_overdue = False
+        """Set when a stop outlived :data:`STOP_BOUND`: some task is still running."""
         register_secret(settings.octopus.api_key.get_secret_value())
         if settings.mqtt.password is not None:
             register_secret(settings.mqtt.password.get_secret_value())
@@ -123,12 +144,43 @@ class Daemon:
                     hint="set [octopus] account_number, check the API key",
                     retry_in=round(delay),
                 )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_requested.wait(), timeout=delay)
-                if self.stop_requested.is_set():
+                if await wait_event(self.stop_requested, delay):
                     raise _Stop from None
 
     async def run(self) -> None:
+        """Run until a stop is requested; return within :data:`STOP_BOUND` seconds of it.
+
+        A cancellation of this coroutine is a stop request too, with the same bound.
+        """
+        main = asyncio.create_task(self._run(), name="daemon")
+        stop = asyncio.create_task(self.stop_requested.wait(), name="daemon-stop-request")
+        try:
+            await asyncio.wait({main, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not main.done():
+                await self._finish_within_bound(main)
+            if main.done():
+                main.result()
+        except asyncio.CancelledError:
+            self.request_stop()
+            await self._finish_within_bound(main)
+            raise
+        finally:
+            stop.cancel()
+
+    async def _finish_within_bound(self, main: asyncio.Task[None]) -> None:
+        done, _ = await asyncio.wait({main}, timeout=STOP_BOUND)
+        if done:
+            return
+        self.stop_overdue = True
+        log.error(
+            "stop_overdue",
+            bound_s=STOP_BOUND,
+            hint="a task did not stop in time; please report this log",
+            stacks=describe_tasks(asyncio.all_tasks() - {asyncio.current_task()}),
+        )
+        main.cancel()
+
+    async def _run(self) -> None:
         settings = self.settings
         store = await AsyncStore.open(settings.storage.path)
         try:
@@ -145,7 +197,7 @@ class Daemon:
                     return
                 await self._run_account(client, store, account)
         finally:
-            await store.close()
+            await store.close(STORE_CLOSE_BOUND)
 
     async def _run_account(self, client: KrakenClient, store: AsyncStore, account: str) -> None:
         settings = self.settings
@@ -233,27 +285,44 @@ class Daemon:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(bridge.run(), name="mqtt")
-                group.create_task(poller.run(), name="poller")
-                group.create_task(runner.run(), name="commands")
-                group.create_task(self._boundaries(), name="boundaries")
-                group.create_task(self._token_refresh(client), name="token-refresh")
-                group.create_task(self._heartbeat(), name="heartbeat")
-                group.create_task(self._prune_history(), name="prune")
+                work = [
+                    group.create_task(poller.run(), name="poller"),
+                    group.create_task(runner.run(), name="commands"),
+                    group.create_task(self._boundaries(), name="boundaries"),
+                    group.create_task(self._token_refresh(client), name="token-refresh"),
+                    group.create_task(self._heartbeat(), name="heartbeat"),
+                    group.create_task(self._prune_history(), name="prune"),
+                ]
                 if ha.enabled:
-                    group.create_task(self._homeassistant(), name="homeassistant")
+                    work.append(group.create_task(self._homeassistant(), name="homeassistant"))
                 if self.victron is not None:
-                    group.create_task(self.victron.run(), name="victron")
-                group.create_task(self._shutdown_on_request(), name="shutdown")
+                    work.append(group.create_task(self.victron.run(), name="victron"))
+                group.create_task(self._shutdown_on_request(work), name="shutdown")
         except* _Stop:
             log.info("stopped", account=account)
         finally:
             scheduler.shutdown(wait=False)
 
     # ----- tasks -----
-    async def _shutdown_on_request(self) -> None:
+    async def _shutdown_on_request(self, work: list[asyncio.Task[None]]) -> None:
+        """On a stop request: stop the work and say ``offline`` at once, each within a bound.
+
+        The group's own cancellation would send each task one cancellation and then wait for
+        it without a bound; a task that lost it (Python 3.11's ``wait_for`` can) kept the
+        daemon from ever stopping. Here every task is cancelled again until it ends.
+        """
         await self.stop_requested.wait()
         log.info("shutting_down")
-        await self.bridge.shutdown()
+        stuck, _ = await asyncio.gather(
+            cancel_and_wait(work, grace=WORK_STOP_GRACE, bound=WORK_STOP_BOUND),
+            self.bridge.shutdown(BRIDGE_STOP_BOUND),
+        )
+        if stuck:
+            log.error(
+                "tasks_did_not_stop",
+                tasks=sorted(task.get_name() for task in stuck),
+                stacks=describe_tasks(stuck),
+            )
         raise _Stop
 
     async def _boundaries(self) -> None:
@@ -273,8 +342,7 @@ class Daemon:
             wait = BOUNDARY_MAX_WAIT
             if state.next_transition is not None:
                 wait = min(wait, max(0.0, (state.next_transition - self.clock()).total_seconds()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.plan_changed.wait(), timeout=wait)
+            await wait_event(self.plan_changed, wait)
 
     def _victron_windows(self, now: datetime) -> list[tuple[datetime, datetime]]:
         rules = self.agent.rules()
@@ -482,7 +550,8 @@ def _write_heartbeat(path: Path, stamp: str) -> None:
     tmp.replace(path)
 
 
-async def run_daemon(settings: Settings, *, clock: Clock = utc_now) -> None:
+async def run_daemon(settings: Settings, *, clock: Clock = utc_now) -> bool:
+    """Run until SIGTERM or SIGINT; True if the stop outlived :data:`STOP_BOUND`."""
     daemon = Daemon(settings, clock=clock)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -492,6 +561,7 @@ async def run_daemon(settings: Settings, *, clock: Clock = utc_now) -> None:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+    return daemon.stop_overdue
 
 
 def cli_run(args: argparse.Namespace) -> int:
@@ -501,8 +571,13 @@ def cli_run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(settings.logging.level, settings.logging.format)
-    asyncio.run(run_daemon(settings))
+    if asyncio.run(run_daemon(settings)):
+        # A task outlived the stop bound (logged with its stack); asyncio.run's own clean-up
+        # would wait for it without a bound, so leave now, as Docker's SIGKILL would.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_STOP_OVERDUE)
     return 0
 
 
-__all__ = ["Daemon", "cli_run", "run_daemon"]
+__all__ = ["STOP_BOUND", "Daemon", "cli_run", "run_daemon"]

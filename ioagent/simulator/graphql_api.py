@@ -34,6 +34,7 @@ from graphql import (
     validate,
 )
 
+from ioagent.aio import wait_event
 from ioagent.simulator.planner import LONDON
 from ioagent.simulator.state import (
     Fault,
@@ -398,9 +399,7 @@ async def _apply_transport_fault(
         return _json_errors(400, [{"message": SCHEMA_400_MESSAGE}])
     if fault.kind == "timeout":
         stopping = request.app[STOPPING_KEY]
-        try:
-            await asyncio.wait_for(stopping.wait(), timeout=fault.delay)
-        except TimeoutError:
+        if not await wait_event(stopping, fault.delay):
             return None
         return web.Response(status=503, text="simulator stopping")
     return None

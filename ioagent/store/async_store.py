@@ -92,6 +92,8 @@ class AsyncStore:
         self._executor = executor
         self._store: Store  # created on the worker thread: sqlite3 ties it to its thread
         self._closed = False
+        self._queued = 0
+        """Jobs handed to the worker thread and not finished yet."""
         self.path = path
         self.healthy = True
         self.error: str | None = None
@@ -158,14 +160,39 @@ class AsyncStore:
         if self._closed:
             return default
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._guarded, call, default)
+        self._queued += 1
+        job = loop.run_in_executor(self._executor, self._guarded, call, default)
+        job.add_done_callback(self._job_done)
+        return await job
 
-    async def close(self) -> None:
+    def _job_done(self, _: object) -> None:
+        self._queued -= 1
+
+    async def close(self, bound: float | None = None) -> int:
+        """Finish the queued writes and close; the number of jobs left unfinished.
+
+        With ``bound``, wait at most that many seconds (a stop must end even when the SD card
+        does not answer). Jobs already on the worker thread still run there after that; the
+        process's exit waits for them, unless the supervisor has to leave at once.
+        """
         if self._closed:
-            return
-        await self._run(lambda store: store.close(), None)
-        self._closed = True
-        self._executor.shutdown(wait=True)
+            return 0
+        self._closed = True  # later calls get their defaults: the daemon is stopping
+        loop = asyncio.get_running_loop()
+        self._queued += 1
+        closing = loop.run_in_executor(self._executor, self._guarded, _close_store, None)
+        closing.add_done_callback(self._job_done)
+        done, _ = await asyncio.wait({closing}, timeout=bound)
+        self._executor.shutdown(wait=False)
+        if done:
+            return 0
+        log.error(
+            "store_close_timed_out",
+            bound_s=bound,
+            unfinished_jobs=self._queued,
+            hint="the disk did not answer in time; the writes still queued may be lost",
+        )
+        return self._queued
 
     # --- the Store interface, as coroutines ---
 
@@ -222,3 +249,7 @@ class AsyncStore:
         while count := await self._run(lambda s: s.prune_batch(now, keep_days), 0):
             deleted += count
         return deleted
+
+
+def _close_store(store: Store) -> None:
+    store.close()
