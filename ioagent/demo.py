@@ -100,7 +100,12 @@ def local_broker(host: str, port: int, workdir: Path) -> Iterator[None]:
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n"
     )
     process = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [binary, "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        # Its own session: a terminal's Ctrl-C goes to the whole foreground process group, and
+        # a broker that died with the demo left the daemon's `offline` nowhere to go.
+        start_new_session=True,
     )
     try:
         for _ in range(100):

@@ -524,10 +524,10 @@ class MqttBridge:
             except Exception:
                 log.exception("MQTT message handler failed", topic=message.topic)
 
-    async def shutdown(self, bound: float = SHUTDOWN_TIMEOUT) -> None:
+    async def shutdown(self, wait_seconds: float = SHUTDOWN_TIMEOUT) -> None:
         """Publish ``offline`` (retained), disconnect cleanly and let :meth:`run` return.
 
-        Returns within ``bound`` seconds: a broker that has gone without closing the socket
+        Returns within ``wait_seconds``: a broker that has gone without closing the socket
         answers neither the ``offline`` nor the DISCONNECT, and then the connection is
         cancelled (the broker publishes the retained ``offline`` last will itself, once it
         notices that the keepalive has lapsed).
@@ -536,10 +536,10 @@ class MqttBridge:
         task = self._run_task
         if task is None or task.done() or task is asyncio.current_task():
             return
-        clean = bound * 0.7
+        clean = wait_seconds * 0.7
         done, _ = await asyncio.wait({task}, timeout=clean)
         if not done:
             log.warning("MQTT broker did not answer the clean disconnect; closing the connection")
-            still = await cancel_and_wait(task, grace=0.0, bound=bound - clean)
+            still = await cancel_and_wait(task, grace=0.0, bound=wait_seconds - clean)
             if still:
                 log.error("the MQTT connection did not close in time")

@@ -9,6 +9,16 @@ COMMANDS = ("target_soc", "ready_by", "smart_control", "boost", "resync")
 """Commands under ``{base}/{acct}/set/<name>``; ``refresh`` lives at ``{base}/{acct}/refresh``."""
 
 
+def setup_status_topic(base: str) -> str:
+    """``online`` while the account is being discovered (before any ``{base}/{acct}`` topic)."""
+    return f"{base}/setup/status"
+
+
+def setup_api_topic(base: str) -> str:
+    """Why discovering the account fails, with a hint naming the config key (JSON)."""
+    return f"{base}/setup/api"
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     base: str

@@ -32,7 +32,7 @@ from ioagent.aio import cancel_and_wait, describe_tasks, wait_event
 from ioagent.budget import avoid_boundary, backoff_delay, is_quiet_second
 from ioagent.config import ConfigError, Settings, load_settings
 from ioagent.kraken.client import KrakenClient
-from ioagent.kraken.errors import AuthFailed, KrakenError
+from ioagent.kraken.errors import KrakenError
 from ioagent.kraken.tokens import BACKGROUND_RETRY
 from ioagent.logs import configure_logging, get_logger, register_secret
 from ioagent.mqtt.bridge import IncomingMessage, MqttBridge
@@ -43,9 +43,10 @@ from ioagent.mqtt.homeassistant import (
     discovery_topic,
     ha_status_topic,
 )
-from ioagent.mqtt.topics import Topics
+from ioagent.mqtt.topics import Topics, setup_api_topic, setup_status_topic
 from ioagent.runtime.agent import AccountAgent, PollOutcome
 from ioagent.runtime.command_runner import CommandRunner
+from ioagent.runtime.discovery import DiscoveryStopped, discover_account
 from ioagent.runtime.poller import Poller
 from ioagent.store.async_store import AsyncStore
 from ioagent.tariff.rules import capped_smart_windows, fixed_windows
@@ -70,7 +71,6 @@ BOUNDARY_MAX_WAIT = 60.0
 """Re-evaluate at least this often, so a wall-clock jump or a suspend is caught quickly."""
 HEARTBEAT_INTERVAL = 15.0
 HA_BIRTH_DELAY = (1.0, 5.0)
-DISCOVERY_RETRY_MAX = 600.0
 HA_TOPICS_META = "homeassistant_topics"
 PRUNE_FIRST_DELAY = 120.0
 PRUNE_INTERVAL = 24 * 3600.0
@@ -115,37 +115,6 @@ class Daemon:
 
     def request_stop(self) -> None:
         self.stop_requested.set()
-
-    # ----- start-up -----
-    async def _discover_account(self, client: KrakenClient, store: AsyncStore) -> str:
-        configured = self.settings.octopus.account_number
-        if configured:
-            return configured
-        failures = 0
-        while True:
-            try:
-                account = await client.discover_account(None)
-                await store.set_meta("account", account)
-                return account
-            except KrakenError as exc:
-                cached = await store.get_meta("account")
-                if cached:
-                    log.warning(
-                        "account_discovery_failed_using_cached", account=cached, error=str(exc)
-                    )
-                    return cached
-                failures += 1
-                delay = min(DISCOVERY_RETRY_MAX, 10.0 * 2 ** min(failures, 6))
-                if isinstance(exc, AuthFailed):
-                    delay = DISCOVERY_RETRY_MAX
-                log.error(
-                    "account_discovery_failed",
-                    error=str(exc),
-                    hint="set [octopus] account_number, check the API key",
-                    retry_in=round(delay),
-                )
-                if await wait_event(self.stop_requested, delay):
-                    raise _Stop from None
 
     async def run(self) -> None:
         """Run until a stop is requested; return within :data:`STOP_BOUND` seconds of it.
@@ -192,8 +161,10 @@ class Daemon:
                 clock=self.clock,
             ) as client:
                 try:
-                    account = await self._discover_account(client, store)
-                except _Stop:
+                    account = await discover_account(
+                        settings, client, store, self.stop_requested, self.clock
+                    )
+                except DiscoveryStopped:
                     return
                 await self._run_account(client, store, account)
         finally:
@@ -267,6 +238,9 @@ class Daemon:
             else None
         )
 
+        # Whatever an earlier discovery (this run's or one before) left there is over now.
+        await bridge.clear_retained(setup_status_topic(settings.mqtt.base_topic))
+        await bridge.clear_retained(setup_api_topic(settings.mqtt.base_topic))
         restored = await agent.restore()
         await self._remove_stale_discovery()
         log.info(
