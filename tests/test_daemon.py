@@ -20,6 +20,8 @@ from tests.broker import Broker
 from tests.harness import RunningDaemon, running_daemon
 
 LONDON = ZoneInfo("Europe/London")
+FLIP_LATENESS_LIMIT = 3.0
+"""Seconds: far below the next poll or re-evaluation, above a loaded machine's scheduling."""
 
 
 def peak_now_tariff() -> dict[str, object]:
@@ -101,10 +103,15 @@ async def test_state_flips_exactly_at_the_boundaries_of_a_non_aligned_slot(
             after=d.watcher.messages.index(offpeak_on),
             timeout=10,
         )
-        # Never early, and not waiting for a poll: well within a second of the boundary.
+        # Never early, and driven by the boundary's own timer, not by a poll (30 s or more away)
+        # nor by the 60 s re-evaluation. How exact the timer is belongs to bench/ (P1: p99 in
+        # milliseconds); on a loaded 2-core machine this in-process watcher alone was seen to
+        # receive a flip 1.02 s late, so the bound here is what tells a timer from a poll.
         for seen, boundary in ((on, start), (offpeak_on, start), (off, end), (offpeak_off, end)):
             lateness = seen.at - boundary.timestamp()
-            assert 0 <= lateness < 1.0, f"{seen.topic}={seen.payload} {lateness:+.3f}s"
+            assert 0 <= lateness < FLIP_LATENESS_LIMIT, (
+                f"{seen.topic}={seen.payload} {lateness:+.3f}s"
+            )
 
 
 async def test_a_moved_slot_gives_exactly_one_slot_changed_event(

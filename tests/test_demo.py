@@ -19,6 +19,7 @@ from tests.harness import watching
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.timeout(360)  # the story itself takes 160 s
 async def test_the_whole_demo_story_plays_out_on_mqtt(broker: Broker) -> None:
     async with watching(broker, "ioagent/#") as watcher:
         process = await asyncio.create_subprocess_exec(

@@ -262,6 +262,8 @@ async def add_slot_and_refresh(
     assert (await d.command("refresh", "now"))["status"] == "ok"
 
 
+# Its first run on a new machine installs Node-RED (npm, up to 10 minutes).
+@pytest.mark.timeout(900)
 async def test_example_flows_in_a_real_node_red(
     node_red_bin: Path, broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
