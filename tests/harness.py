@@ -161,31 +161,8 @@ class RunningDaemon:
     task: asyncio.Task[None]
 
     async def stop(self) -> float:
-        """Stop the daemon as SIGTERM does; the seconds it took.
-
-        Never waits forever: after ``STOP_WAIT`` s it fails with every task's stack, after
-        cancelling the daemon (``asyncio.wait_for`` would wait without a bound for a task
-        that does not finish cancelling; this gives up after ``CANCEL_WAIT`` more seconds).
-        """
-        started = time.monotonic()
-        self.daemon.request_stop()
-        done, _ = await asyncio.wait({self.task}, timeout=STOP_WAIT)
-        elapsed = time.monotonic() - started
-        if not done:
-            stacks = describe_tasks(asyncio.all_tasks())
-            still = await cancel_and_wait(self.task, grace=0.0, bound=CANCEL_WAIT)
-            after = (
-                f"and it ignored cancellation for {CANCEL_WAIT:g} s more"
-                if still
-                else "cancelling it then ended it"
-            )
-            raise AssertionError(
-                f"the daemon did not stop within {STOP_WAIT:g} s of request_stop, {after}; "
-                f"where each task was waiting:\n{stacks}"
-            )
-        if not self.task.cancelled() and (error := self.task.exception()) is not None:
-            raise error
-        return elapsed
+        """Stop the daemon as SIGTERM does; the seconds it took (see :func:`stop_daemon`)."""
+        return await stop_daemon(self.daemon, self.task)
 
     async def command(
         self, name: str, payload: str, *, timeout: float = 15.0, **publish: Any
@@ -207,6 +184,34 @@ class RunningDaemon:
 
     def replies(self) -> list[dict[str, Any]]:
         return [json.loads(p) for p in self.watcher.values(self.topics.response)]
+
+
+async def stop_daemon(daemon: Daemon, task: asyncio.Task[None]) -> float:
+    """Stop ``daemon`` (running as ``task``) as SIGTERM does; the seconds it took.
+
+    Never waits forever: after ``STOP_WAIT`` s it fails with every task's stack, after
+    cancelling the daemon (``asyncio.wait_for`` would wait without a bound for a task that
+    does not finish cancelling; this gives up after ``CANCEL_WAIT`` more seconds).
+    """
+    started = time.monotonic()
+    daemon.request_stop()
+    done, _ = await asyncio.wait({task}, timeout=STOP_WAIT)
+    elapsed = time.monotonic() - started
+    if not done:
+        stacks = describe_tasks(asyncio.all_tasks())
+        still = await cancel_and_wait(task, grace=0.0, bound=CANCEL_WAIT)
+        after = (
+            f"and it ignored cancellation for {CANCEL_WAIT:g} s more"
+            if still
+            else "cancelling it then ended it"
+        )
+        raise AssertionError(
+            f"the daemon did not stop within {STOP_WAIT:g} s of request_stop, {after}; "
+            f"where each task was waiting:\n{stacks}"
+        )
+    if not task.cancelled() and (error := task.exception()) is not None:
+        raise error
+    return elapsed
 
 
 def _jsonable(value: str) -> Any:

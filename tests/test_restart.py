@@ -11,7 +11,7 @@ from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_EV_ID
 from ioagent.timeutil import iso_z
 from tests.broker import Broker
-from tests.harness import running_daemon, watching
+from tests.harness import running_daemon, stop_daemon, watching
 
 
 def add_slots(simulator: RunningSimulator) -> list[datetime]:
@@ -111,8 +111,7 @@ async def test_retained_state_comes_back_from_the_store_before_any_api_call(
             completed = json.loads(watcher.last("ioagent/A-SIM00001/dispatches/completed") or "[]")
             assert [c["start"] for c in completed] == [iso_z(finished)]
         finally:
-            daemon.request_stop()
-            await asyncio.wait_for(task, timeout=15)
+            await stop_daemon(daemon, task)
 
 
 async def test_an_unwritable_database_path_degrades_but_the_daemon_keeps_publishing(

@@ -19,7 +19,7 @@ from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT
 from tests.faults import publish_once, retained_snapshot
 from tests.faults.conftest import IOAGENT_PASSWORD, IOAGENT_USER, SecuredBroker
-from tests.harness import daemon_settings
+from tests.harness import daemon_settings, stop_daemon
 
 TOPICS = Topics("ioagent", DEFAULT_ACCOUNT)
 REFUSED = "MQTT broker refused the login: not authorised (check the user name and password)"
@@ -47,8 +47,7 @@ async def daemon_task(settings: Any) -> AsyncIterator[tuple[Daemon, asyncio.Task
     try:
         yield daemon, task
     finally:
-        daemon.request_stop()
-        await asyncio.wait_for(task, timeout=15)
+        await stop_daemon(daemon, task)
 
 
 async def test_right_credentials_publish_state_and_round_trip_a_command(
