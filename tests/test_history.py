@@ -228,7 +228,9 @@ def _prepare(tmp_path: Path, now: datetime) -> tuple[Path, date]:
     store.save_plan(ACCOUNT, "dev", moved_to, early + timedelta(minutes=15))
     store.close()
     config = tmp_path / "ioagent.toml"
-    config.write_text(f'[octopus]\napi_key = "sk_test_x"\n\n[storage]\npath = "{db}"\n')
+    config.write_text(
+        f'[octopus]\napi_key = "sk_live_historyTest00000000001"\n\n[storage]\npath = "{db}"\n'
+    )
     return config, night
 
 
@@ -299,7 +301,9 @@ def test_history_without_a_database_says_so(
 ) -> None:
     config = tmp_path / "ioagent.toml"
     missing = tmp_path / "nothing" / "ioagent.db"
-    config.write_text(f'[octopus]\napi_key = "sk_test_x"\n\n[storage]\npath = "{missing}"\n')
+    config.write_text(
+        f'[octopus]\napi_key = "sk_live_historyTest00000000001"\n\n[storage]\npath = "{missing}"\n'
+    )
     assert main(["history", "--config", str(config)]) == 1
     assert f"database {missing} does not exist" in capsys.readouterr().err
     assert not missing.parent.exists()

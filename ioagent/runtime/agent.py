@@ -26,6 +26,7 @@ from ioagent.logs import get_logger
 from ioagent.mqtt.publisher import Publisher
 from ioagent.mqtt.topics import Topics
 from ioagent.store.async_store import AsyncStore
+from ioagent.store.database import watching_since_key
 from ioagent.tariff.plan import (
     DEFAULT_KEEP,
     PlanEvent,
@@ -146,6 +147,7 @@ class AccountAgent:
         self.health = ApiHealth()
         self.have_plan = False
         self._published: dict[str, str] = {}
+        self._watching_recorded = False
 
     # ----- derived state -----
     @property
@@ -434,6 +436,12 @@ class AccountAgent:
         if self.store is None:
             return
         await self.store.set_meta(f"last_success:{self.account}", iso_z(now))
+        if not self._watching_recorded:
+            # ioagent history reports only the nights from here on: the ones the store saw.
+            since = watching_since_key(self.account)
+            if await self.store.get_meta(since) is None:
+                await self.store.set_meta(since, iso_z(now))
+            self._watching_recorded = True
         device = self.primary_device
         if device is not None and device.preferences is not None:
             # ioagent history applies the cap with the flag the device last reported.

@@ -23,7 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ioagent import __version__
 from ioagent.budget import avoid_boundary, backoff_delay, is_quiet_second
-from ioagent.config import ConfigError, Settings, load_settings
+from ioagent.config import ConfigError, Settings, ignored_environment, load_settings
 from ioagent.kraken.client import KrakenClient
 from ioagent.kraken.errors import AuthFailed, KrakenError
 from ioagent.kraken.tokens import BACKGROUND_RETRY
@@ -498,9 +498,11 @@ def cli_run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(exc.report(), file=sys.stderr)
         return 2
     configure_logging(settings.logging.level, settings.logging.format)
+    for warning in ignored_environment():
+        log.warning("environment_variable_ignored", detail=warning)
     asyncio.run(run_daemon(settings))
     return 0
 
