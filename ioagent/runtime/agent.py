@@ -437,7 +437,7 @@ class AccountAgent:
             "poll",
             account=self.account,
             devices=len(self.devices),
-            planned=len(self.plan),
+            planned=len(_upcoming(self.plan, now)),  # as many as dispatches/planned lists
             completed=len(self.completed),
             changes=summarise(events),
             api=self.health.state,
