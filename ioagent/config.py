@@ -532,11 +532,11 @@ def ignored_environment(environ: Mapping[str, str] | None = None) -> list[str]:
             ),
             None,
         )
-        better = f"; did you mean {suggestion}?" if suggestion else ""
-        warnings.append(
-            f"environment variable {name} is ignored: settings use a double underscore "
-            f"between section and key, e.g. IOAGENT_MQTT__PORT{better}"
-        )
+        if suggestion:
+            advice = f"section and key are joined by two underscores: did you mean {suggestion}?"
+        else:
+            advice = "ioagent's variables are IOAGENT_<SECTION>__<KEY>, e.g. IOAGENT_MQTT__PORT"
+        warnings.append(f"environment variable {name} is ignored: {advice}")
     return warnings
 
 
