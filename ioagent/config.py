@@ -285,7 +285,8 @@ class PollingSettings(Section):
 class StorageSettings(Section):
     path: Path = Field(
         default=Path("data/ioagent.db"),
-        description="SQLite database file. The Docker image sets /data/ioagent.db on a volume.",
+        description="SQLite database file; a relative path in the config file is relative to "
+        "that file's folder. The Docker image sets /data/ioagent.db on a volume.",
     )
     history_days: int = Field(
         default=400, ge=1, le=3650, description="Days of dispatch history to keep."
