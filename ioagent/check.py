@@ -33,6 +33,7 @@ from ioagent.config import (
     Settings,
     TlsSettings,
     VictronSettings,
+    ignored_environment,
     load_settings,
     resolve_config_path,
 )
@@ -309,7 +310,7 @@ def cli_check(args: argparse.Namespace) -> int:
             False,
             str(exc),
             exit_code=EXIT_CONFIG,
-            hint="compare with config.example.toml; every key is listed there",
+            hint=exc.hint,
         )
         _print(render(result, marks), out)
         return EXIT_CONFIG
@@ -318,7 +319,8 @@ def cli_check(args: argparse.Namespace) -> int:
     configure_logging("error", "console", stream=sys.stderr)
     path = resolve_config_path(args.config)
     source = str(path) if path is not None else "the environment"
-    results = [CheckResult("config", True, f"{source} is valid")]
+    warnings = tuple(f"warning: {text}" for text in ignored_environment())
+    results = [CheckResult("config", True, f"{source} is valid", items=warnings)]
     results += asyncio.run(run_checks(settings))
     for result in results:
         _print(render(result, marks), out)

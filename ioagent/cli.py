@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -27,6 +28,10 @@ HANDLERS = {
 }
 
 
+EXIT_BROKEN_PIPE = 128 + 13
+"""What a shell reports for a program ended by SIGPIPE, as ``head`` leaves it."""
+
+
 def _jwt_lifetime(text: str) -> timedelta:
     try:
         seconds = float(text)
@@ -38,8 +43,17 @@ def _jwt_lifetime(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+DESCRIPTION = (
+    "ioagent reads your Intelligent Octopus Go smart-charging plan from Octopus and publishes it, "
+    "with a whole-house off-peak signal, as MQTT topics for Home Assistant, Node-RED and "
+    "Victron GX. Start with 'ioagent demo' (no account needed), then 'ioagent check' and "
+    "'ioagent run' with your config file."
+)
+EPILOG = "Run 'ioagent COMMAND --help' for a command's options. Docs: README.md and docs/."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ioagent", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ioagent", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"ioagent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -53,15 +67,33 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return p
 
-    with_config(sub.add_parser("run", help="run the daemon"))
-    demo = sub.add_parser("demo", help="run the daemon against the built-in simulator")
+    with_config(
+        sub.add_parser(
+            "run",
+            help="run the daemon",
+            description="Run the daemon: poll Octopus, publish the MQTT topics and obey "
+            "commands until stopped (Ctrl-C or SIGTERM).",
+        )
+    )
+    demo = sub.add_parser(
+        "demo",
+        help="run the daemon against the built-in simulator",
+        description="Try ioagent without an Octopus account: the daemon against the built-in "
+        "Kraken simulator, publishing to a local broker (a private Mosquitto is started when "
+        "none answers, or when the one there needs a login).",
+    )
     demo.add_argument("--mqtt-host", default="localhost", help="broker host (default localhost)")
     demo.add_argument("--mqtt-port", type=int, default=1883, help="broker port (default 1883)")
     demo.add_argument("--base-topic", default="ioagent", help="topic prefix (default ioagent)")
     demo.add_argument(
         "--duration", type=float, default=None, help="stop after this many seconds (default: never)"
     )
-    sim = sub.add_parser("simulator", help="run the Kraken API simulator standalone")
+    sim = sub.add_parser(
+        "simulator",
+        help="run the Kraken API simulator standalone",
+        description="Run ioagent's Kraken API simulator on its own, for trying the other "
+        "commands without an Octopus account; it prints a config to use with it.",
+    )
     sim.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     sim.add_argument("--port", type=int, default=8765, help="listen port (default 8765)")
     sim.add_argument(
@@ -77,11 +109,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the simulator's JWTs live (default 3600, as Kraken's)",
     )
     dispatches = with_config(
-        sub.add_parser("dispatches", help="print the plan, device state and preferences once")
+        sub.add_parser(
+            "dispatches",
+            help="print the plan, device state and preferences once",
+            description="Log in to Octopus once and print the planned and completed "
+            "dispatches, the device's state and its charging preferences.",
+        )
     )
     dispatches.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    with_config(sub.add_parser("check", help="validate config, broker(s) and API login"))
-    history = with_config(sub.add_parser("history", help="per-night off-peak history"))
+    with_config(
+        sub.add_parser(
+            "check",
+            help="validate config, broker(s) and API login",
+            description="Check the config file, the MQTT broker login, the Octopus API login, "
+            "the account and its devices; one line each, exit code 0 when all is well.",
+        )
+    )
+    history = with_config(
+        sub.add_parser(
+            "history",
+            help="per-night off-peak history",
+            description="Off-peak hours and charged energy per night, from the daemon's "
+            "database (only nights the daemon saw).",
+        )
+    )
     history.add_argument("--days", type=int, default=14, help="nights to show (default 14)")
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
@@ -94,7 +145,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         Callable[[argparse.Namespace], int],
         getattr(importlib.import_module(module_name), function_name),
     )
-    return handler(args)
+    try:
+        code = handler(args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows up here, not at exit
+    except BrokenPipeError:
+        # `ioagent dispatches --json | head`: the reader has gone, which is no error of ours.
+        # Point stdout at /dev/null so that the interpreter's final flush stays quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 if __name__ == "__main__":

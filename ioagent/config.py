@@ -38,8 +38,23 @@ HARD_MAX_PLANNED_PER_MINUTE = 4
 """Octopus allows 5 a minute; ioagent keeps one in hand."""
 
 
+HINT_COMPARE = "compare with config.example.toml; every key is listed there"
+
+
 class ConfigError(Exception):
-    """The configuration cannot be used; the message names the file and key."""
+    """The configuration cannot be used; the message names the file and key.
+
+    ``hint`` says what to do about this kind of failure (a missing file is fixed differently
+    from a TOML syntax error or an unreadable secret file).
+    """
+
+    def __init__(self, message: str, hint: str = HINT_COMPARE) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+    def report(self) -> str:
+        """The message and its hint, as printed by the command-line tools."""
+        return f"{self}\nhint: {self.hint}"
 
 
 class Section(BaseModel):
@@ -62,6 +77,42 @@ def _validate_timezone(value: str) -> str:
     return value
 
 
+EXAMPLE_API_KEY = "sk_live_your_key_here"
+"""The placeholder in config.example.toml; a config that still holds it is not filled in."""
+API_KEY_PATTERN = re.compile(r"sk_live_[A-Za-z0-9]{16,}")
+"""What Octopus's keys look like: ``sk_live_`` and a long run of letters and digits."""
+ACCOUNT_NUMBER_PATTERN = re.compile(r"A-[A-Z0-9]{8}")
+"""An Octopus account number: ``A-`` and 8 letters or digits, e.g. ``A-1234ABCD``."""
+
+
+def _validate_api_key(value: SecretStr) -> SecretStr:
+    # The messages never repeat the value: it is a secret, even when it is wrong.
+    key = value.get_secret_value()
+    if key == EXAMPLE_API_KEY:
+        raise ValueError(
+            "is still the placeholder from config.example.toml; put your own key here "
+            "(Octopus website: My account > Personal details > API access)"
+        )
+    if not API_KEY_PATTERN.fullmatch(key):
+        raise ValueError(
+            "does not look like an Octopus API key, which starts sk_live_ followed by a long "
+            "run of letters and digits; copy it again from Personal details > API access"
+        )
+    return value
+
+
+def _validate_account_number(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None  # empty: discovered from the key
+    number = value.strip().upper()
+    if not ACCOUNT_NUMBER_PATTERN.fullmatch(number):
+        raise ValueError(
+            "does not look like an Octopus account number, which is A- followed by 8 letters "
+            "or digits (e.g. A-1234ABCD, at the top of your bill); leave it out to discover it"
+        )
+    return number
+
+
 class OctopusSettings(Section):
     api_key: SecretStr = Field(
         description="Your Octopus API key (starts sk_live_). Octopus app or website: "
@@ -82,6 +133,9 @@ class OctopusSettings(Section):
     read_timeout: float = Field(
         default=30.0, gt=0, le=300, description="Seconds to wait for an API answer."
     )
+
+    _api_key = field_validator("api_key")(_validate_api_key)
+    _account_number = field_validator("account_number")(_validate_account_number)
 
 
 class TlsSettings(Section):
@@ -231,7 +285,8 @@ class PollingSettings(Section):
 class StorageSettings(Section):
     path: Path = Field(
         default=Path("data/ioagent.db"),
-        description="SQLite database file. The Docker image sets /data/ioagent.db on a volume.",
+        description="SQLite database file; a relative path in the config file is relative to "
+        "that file's folder. The Docker image sets /data/ioagent.db on a volume.",
     )
     history_days: int = Field(
         default=400, ge=1, le=3650, description="Days of dispatch history to keep."
@@ -354,9 +409,21 @@ def _secret_files_from_env(environ: dict[str, str]) -> dict[str, str]:
                 continue
             try:
                 resolved[target] = Path(path).read_text(encoding="utf-8").strip()
+            except FileNotFoundError as exc:
+                raise ConfigError(
+                    f"{name}: the secret file {path} does not exist.",
+                    hint=f"create it with the secret on its first line, or correct {name}",
+                ) from exc
             except OSError as exc:
                 raise ConfigError(
-                    f"{name}: cannot read secret file {path}: {exc.strerror}"
+                    f"{name}: cannot read secret file {path}: {exc.strerror}",
+                    hint="make the file readable by the user ioagent runs as (in Docker uid "
+                    f"1000: sudo chown 1000:1000 {path})",
+                ) from exc
+            except UnicodeDecodeError as exc:
+                raise ConfigError(
+                    f"{name}: the secret file {path} is not UTF-8 text.",
+                    hint="write the secret as plain text on the file's first line",
                 ) from exc
     return resolved
 
@@ -377,6 +444,9 @@ def _format_errors(exc: ValidationError, source: str, environ: dict[str, str]) -
                 origin = f" (set by environment variable {env})"
                 break
         message = error["msg"]
+        if error["type"] == "value_error":
+            # Our validators' sentences, without pydantic's "Value error, " in front.
+            message = str(error.get("ctx", {}).get("error", message.removeprefix("Value error, ")))
         if error["type"] == "missing":
             message = "is required but missing"
             section = Settings.model_fields.get(str(loc[0])) if len(loc) == 1 else None
@@ -392,6 +462,83 @@ def _format_errors(exc: ValidationError, source: str, environ: dict[str, str]) -
             message = "is not a known setting (check the spelling; see config.example.toml)"
         lines.append(f"  - {key}: {message}{origin}")
     return "\n".join(lines)
+
+
+CONFIG_RELATIVE_PATHS: tuple[tuple[str, ...], ...] = (
+    ("storage", "path"),
+    ("mqtt", "tls", "ca_file"),
+    ("mqtt", "tls", "certfile"),
+    ("mqtt", "tls", "keyfile"),
+    ("victron", "tls", "ca_file"),
+    ("victron", "tls", "certfile"),
+    ("victron", "tls", "keyfile"),
+)
+"""File settings that a relative path in the config file names relative to that file."""
+
+
+def _anchor_paths(data: dict[str, Any], config_dir: Path) -> dict[str, Any]:
+    """Make the file's relative paths relative to ``config_dir``, the config file's folder.
+
+    ``ioagent run`` and ``ioagent history`` must find the same database whatever directory
+    they are started from. The default database (``data/ioagent.db``) lives there too. Paths
+    from environment variables are left as they are: relative to the working directory.
+    """
+    anchored = {
+        name: dict(value) if isinstance(value, dict) else value for name, value in data.items()
+    }
+    storage = anchored.setdefault("storage", {})
+    if isinstance(storage, dict) and "path" not in storage:
+        storage["path"] = str(StorageSettings.model_fields["path"].default)
+    for loc in CONFIG_RELATIVE_PATHS:
+        parent: Any = anchored
+        for part in loc[:-1]:
+            child = parent.get(part) if isinstance(parent, dict) else None
+            if not isinstance(child, dict):
+                break
+            child = dict(child)
+            parent[part] = child
+            parent = child
+        else:
+            value = parent.get(loc[-1]) if isinstance(parent, dict) else None
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                parent[loc[-1]] = str(config_dir / value)
+    return anchored
+
+
+KNOWN_PLAIN_VARIABLES = frozenset({CONFIG_ENV, "IOAGENT_SETUP_NODE"})
+"""``IOAGENT_…`` variables without ``__`` that mean something (to ioagent or its scripts)."""
+
+
+def ignored_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One sentence per ``IOAGENT_…`` variable that ioagent would silently ignore.
+
+    The nesting separator is a double underscore: ``IOAGENT_MQTT_PORT`` sets nothing, while
+    ``IOAGENT_MQTT__PORT`` sets ``[mqtt] port``.
+    """
+    environ = os.environ if environ is None else environ
+    sections = sorted(Settings.model_fields, key=len, reverse=True)
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or "__" in upper or upper in KNOWN_PLAIN_VARIABLES:
+            continue
+        rest = upper.removeprefix(ENV_PREFIX)
+        if rest.lower() in Settings.model_fields:
+            continue  # a whole section as JSON, e.g. IOAGENT_MQTT='{"port": 1884}'
+        suggestion = next(
+            (
+                f"{ENV_PREFIX}{section.upper()}__{rest[len(section) + 1 :]}"
+                for section in sections
+                if rest.lower().startswith(section + "_") and len(rest) > len(section) + 1
+            ),
+            None,
+        )
+        if suggestion:
+            advice = f"section and key are joined by two underscores: did you mean {suggestion}?"
+        else:
+            advice = "ioagent's variables are IOAGENT_<SECTION>__<KEY>, e.g. IOAGENT_MQTT__PORT"
+        warnings.append(f"environment variable {name} is ignored: {advice}")
+    return warnings
 
 
 def resolve_config_path(
@@ -421,13 +568,36 @@ def load_settings(
         try:
             raw = config_path.read_bytes()
         except FileNotFoundError as exc:
-            raise ConfigError(f"Config file {config_path} does not exist.") from exc
+            raise ConfigError(
+                f"Config file {config_path} does not exist.",
+                hint=f"create it from the example: cp config.example.toml {config_path}, then "
+                "set [octopus] api_key",
+            ) from exc
+        except IsADirectoryError as exc:
+            raise ConfigError(
+                f"Config file {config_path} is a directory, not a file.",
+                hint="name the TOML file itself, e.g. --config config/config.toml",
+            ) from exc
         except OSError as exc:
-            raise ConfigError(f"Config file {config_path} cannot be read: {exc.strerror}") from exc
+            raise ConfigError(
+                f"Config file {config_path} cannot be read: {exc.strerror}",
+                hint="make it readable by the user ioagent runs as (in Docker uid 1000: "
+                f"sudo chown 1000:1000 {config_path})",
+            ) from exc
         try:
             data = tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"Config file {config_path} is not valid TOML: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                f"Config file {config_path} is not valid TOML: {exc}",
+                hint="fix the line named above: text values need double quotes "
+                '(host = "broker"), and [section] headers stand on a line of their own',
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"Config file {config_path} is not UTF-8 text.",
+                hint="save it as UTF-8 (any plain-text editor can)",
+            ) from exc
+        data = _anchor_paths(data, config_path.absolute().parent)
 
     resolved = _secret_files_from_env(environ)
     environ = {

@@ -24,15 +24,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+import time as time_module
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import aiomqtt
@@ -84,14 +87,84 @@ def port_is_open(host: str, port: int) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def local_broker(host: str, port: int, workdir: Path) -> Iterator[None]:
-    """Start a private mosquitto when nothing listens on a local ``host:port``."""
+def free_local_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+BrokerAnswer = Literal["anonymous", "login_required", "not_mqtt"]
+NOT_AUTHORISED_CODES = frozenset({4, 5, 134, 135})
+"""CONNACK codes of a broker that wants a (different) login: 3.1.1's 4 and 5, MQTT 5's 134/135."""
+
+
+async def probe_broker(host: str, port: int) -> BrokerAnswer:
+    """Whether the broker on ``host:port`` lets the demo in without a user name."""
+    try:
+        async with aiomqtt.Client(
+            host, port, identifier=f"ioagent-demo-probe-{os.getpid()}", timeout=3.0
+        ):
+            return "anonymous"
+    except aiomqtt.MqttCodeError as exc:
+        if _reason_code(exc) in NOT_AUTHORISED_CODES:
+            return "login_required"
+        return "not_mqtt"
+    except (aiomqtt.MqttError, OSError):
+        return "not_mqtt"
+
+
+def _reason_code(exc: aiomqtt.MqttCodeError) -> int | None:
+    rc = exc.rc
+    value = getattr(rc, "value", rc)
+    return value if isinstance(value, int) else None
+
+
+@contextlib.asynccontextmanager
+async def local_broker(host: str, port: int, workdir: Path) -> AsyncIterator[tuple[str, int]]:
+    """The broker the demo publishes to: the one on ``host:port`` if it lets anyone in, else a
+    private mosquitto (on ``port`` when nothing listens there, on a free port when the broker
+    there needs a login). Yields the host and port to use."""
     if port_is_open(host, port):
-        yield
-        return
-    if host not in LOCAL_HOSTS:
+        answer = await probe_broker(host, port)
+        if answer == "anonymous":
+            yield host, port
+            return
+        if host not in LOCAL_HOSTS:
+            problem = (
+                f"The MQTT broker on {host}:{port} needs a login, and the demo has none"
+                if answer == "login_required"
+                else f"Nothing on {host}:{port} answers as an MQTT broker"
+            )
+            raise SystemExit(
+                f"{problem}; leave out --mqtt-host and the demo starts its own broker here."
+            )
+        taken = port
+        port = free_local_port()
+        why = (
+            "needs a login (the docker compose Mosquitto does)"
+            if answer == "login_required"
+            else "does not answer as an MQTT broker"
+        )
+        print(
+            f"The broker on {host}:{taken} {why}; the demo uses a private Mosquitto on "
+            f"127.0.0.1:{port} instead (or pick a port with --mqtt-port).",
+            flush=True,
+        )
+    elif host not in LOCAL_HOSTS:
         raise SystemExit(f"No MQTT broker answers on {host}:{port}.")
+    process = start_private_mosquitto(port, workdir)
+    try:
+        print(f"Started a private Mosquitto on 127.0.0.1:{port} for the demo.", flush=True)
+        # The private broker listens on IPv4 loopback only.
+        yield ("127.0.0.1" if host == "::1" else host), port
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+
+
+def start_private_mosquitto(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """An anonymous-login mosquitto on 127.0.0.1:``port``, listening when this returns."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).exists():
         raise SystemExit("mosquitto is not installed; run ./scripts/demo, which installs it.")
@@ -107,19 +180,14 @@ def local_broker(host: str, port: int, workdir: Path) -> Iterator[None]:
         # a broker that died with the demo left the daemon's `offline` nowhere to go.
         start_new_session=True,
     )
-    try:
-        for _ in range(100):
-            if port_is_open("127.0.0.1", port):
-                break
-            if process.poll() is not None:
-                raise SystemExit(f"mosquitto could not start on port {port}.")
-            subprocess.run(["sleep", "0.05"], check=False)
-        print(f"Started a private Mosquitto on 127.0.0.1:{port} for the demo.")
-        yield
-    finally:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
+    for _ in range(100):
+        if port_is_open("127.0.0.1", port):
+            return process
+        if process.poll() is not None:
+            raise SystemExit(f"mosquitto could not start on port {port}.")
+        time_module.sleep(0.05)
+    process.terminate()
+    raise SystemExit(f"mosquitto did not start listening on port {port}.")
 
 
 def demo_settings(sim: RunningSimulator, args: argparse.Namespace, data_dir: Path) -> Settings:
@@ -187,28 +255,19 @@ async def scenario(sim: RunningSimulator, settings: Settings, say: Callable[[str
 async def run_demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="ioagent-demo-") as tmp:
         workdir = Path(tmp)
-        with local_broker(args.mqtt_host, args.mqtt_port, workdir):
+        async with local_broker(args.mqtt_host, args.mqtt_port, workdir) as (host, port):
+            args = argparse.Namespace(**{**vars(args), "mqtt_host": host, "mqtt_port": port})
             offset = demo_clock_offset(utc_now())
             clock = shifted_clock(offset)
             state = SimulatorState.with_default_account(clock=clock)
             async with run_simulator(state) as sim:
                 settings = demo_settings(sim, args, workdir)
-                local = clock().astimezone(DEMO_ZONE)
-                timeline = (
-                    f"  Demo clock:       {local:%a %H:%M} Europe/London (a demo evening; the"
-                    f" real time is {utc_now().astimezone(DEMO_ZONE):%H:%M})\n"
-                    if offset
-                    else ""
-                )
-                print(
-                    "\nioagent demo\n"
-                    f"{timeline}"
-                    f"  Kraken simulator: {sim.graphql_url}  (control API {sim.control_url})\n"
-                    f"  MQTT broker:      {args.mqtt_host}:{args.mqtt_port}\n"
-                    f"  Watch it:         mosquitto_sub -h {args.mqtt_host} -p {args.mqtt_port} -v -t '{args.base_topic}/#'\n"
-                    f"  Try a command:    mosquitto_pub -h {args.mqtt_host} -p {args.mqtt_port} -t '{args.base_topic}/{DEFAULT_ACCOUNT}/set/target_soc' -m 90\n",
-                    flush=True,
-                )
+                if offset:
+                    # Every time the daemon logs and publishes is on the demo clock; say so.
+                    configure_logging(
+                        "info", _log_format(), clock=clock, clock_label=DEMO_CLOCK_LABEL
+                    )
+                print(banner(sim, args, clock() if offset else None), flush=True)
 
                 def say(text: str) -> None:
                     print(f"[demo] {text}", flush=True)
@@ -224,6 +283,42 @@ async def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_CLOCK_LABEL = "demo"
+
+
+def _mosquitto_target(host: str, port: int) -> str:
+    # mosquitto_sub/pub default to localhost: leaving it out keeps the lines within 80 columns.
+    return f"-p {port}" if host == "localhost" else f"-h {host} -p {port}"
+
+
+def banner(sim: RunningSimulator, args: argparse.Namespace, demo_now: datetime | None) -> str:
+    """What the demo prints at start, every line within 80 columns."""
+    target = _mosquitto_target(args.mqtt_host, args.mqtt_port)
+    lines = ["", "ioagent demo (Ctrl-C to stop)"]
+    if demo_now is not None:
+        real = utc_now().astimezone(DEMO_ZONE)
+        lines += [
+            f"  Demo clock:    {demo_now.astimezone(DEMO_ZONE):%a %H:%M} UK time, a demo evening "
+            f"(really {real:%H:%M})",
+            f"                 log lines marked '{DEMO_CLOCK_LABEL}' and all topics use it",
+        ]
+    lines += [
+        f"  Simulator:     {sim.graphql_url}",
+        f"  Its controls:  {sim.control_url}",
+        f"  MQTT broker:   {args.mqtt_host}:{args.mqtt_port}",
+        "  Watch it from a second terminal:",
+        f"    mosquitto_sub {target} -v -t '{args.base_topic}/#'",
+        "  Try a command:",
+        f"    mosquitto_pub {target} -t {args.base_topic}/{DEFAULT_ACCOUNT}/set/target_soc -m 90",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _log_format() -> str:
+    return "console" if sys.stdout.isatty() else "json"
+
+
 async def _stop_after(daemon: Daemon, story: asyncio.Task[None], duration: float | None) -> None:
     """End the demo after ``duration`` seconds, or when the daemon is asked to stop."""
     if duration is None:
@@ -235,7 +330,7 @@ async def _stop_after(daemon: Daemon, story: asyncio.Task[None], duration: float
 
 
 def cli_demo(args: argparse.Namespace) -> int:
-    configure_logging("info", "console" if sys.stdout.isatty() else "json")
+    configure_logging("info", _log_format())
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(run_demo(args))
     return 0

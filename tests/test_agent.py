@@ -16,6 +16,7 @@ from ioagent.kraken.types import AT_HOME, AWAY, SMART, CompletedDispatch, Dispat
 from ioagent.mqtt.topics import Topics
 from ioagent.runtime.agent import AccountAgent
 from ioagent.store.async_store import AsyncStore
+from ioagent.store.database import watching_since_key
 
 NOW = datetime(2026, 11, 23, 18, 0, 7, tzinfo=UTC)
 ACCOUNT = "A-1234ABCD"
@@ -25,10 +26,15 @@ TOPICS = Topics("ioagent", ACCOUNT)
 @dataclass
 class RecordingPublisher:
     retained: dict[str, str] = field(default_factory=dict)
+    sent: list[tuple[str, str]] = field(default_factory=list)
 
     async def publish(self, topic: str, payload: str, *, retain: bool = False) -> None:
+        self.sent.append((topic, payload))
         if retain:
             self.retained[topic] = payload
+
+    def values(self, topic: str) -> list[str]:
+        return [payload for sent, payload in self.sent if sent == topic]
 
 
 def offline_agent(
@@ -111,3 +117,59 @@ async def test_a_slot_completed_away_does_not_make_the_house_offpeak(
     await agent.client.close()
     assert publisher.retained[TOPICS.offpeak] == offpeak
     assert publisher.retained[TOPICS.dispatching] == "true", "the car charges either way"
+
+
+async def test_a_fresh_install_during_a_running_slot_says_offpeak_once() -> None:
+    """The boundary timer publishes at start-up, before the first poll has landed: on a new
+    database that used to give offpeak "false", then "true" 0.1 s later, and next_start twice."""
+    now = datetime(2026, 11, 23, 19, 40, tzinfo=UTC)  # the evening peak
+    start, end = now - timedelta(minutes=10), now + timedelta(minutes=35)
+    publisher = RecordingPublisher()
+    agent = offline_agent(publisher, None, now)
+    await agent.publish_tariff(now)  # the daemon's boundaries task, at start-up
+    planned = Dispatch(start=start, end=end, type=SMART, kwh=3.0, device_id="dev-1")
+    await agent.apply(PollResult(devices=None, planned={"dev-1": [planned]}, completed=[]), now)
+    await agent.publish_tariff(now)  # and again once the poll has re-armed it
+    await agent.client.close()
+    assert publisher.values(TOPICS.offpeak) == ["true"]
+    assert publisher.values(TOPICS.dispatching) == ["true"]
+    assert len(publisher.values(TOPICS.next_offpeak_start)) == 1
+    assert len(publisher.values(TOPICS.offpeak_end)) == 1
+
+
+async def test_when_the_first_poll_fails_the_fixed_window_is_still_published() -> None:
+    now = datetime(2026, 11, 24, 0, 30, tzinfo=UTC)  # inside 23:30-05:30
+    publisher = RecordingPublisher()
+    agent = offline_agent(publisher, None, now)
+    await agent.publish_tariff(now)
+    assert TOPICS.offpeak not in publisher.retained, "nothing is known before the first poll"
+    outcome = await agent.poll()  # the client points at a closed port
+    await agent.publish_tariff(now)
+    await agent.client.close()
+    assert not outcome.ok
+    assert publisher.retained[TOPICS.offpeak] == "true"
+    assert json.loads(publisher.retained[TOPICS.api])["state"] == "degraded"
+
+
+async def test_a_time_with_no_value_is_published_as_none_never_empty() -> None:
+    now = datetime(2026, 11, 23, 19, 40, tzinfo=UTC)
+    publisher = RecordingPublisher()
+    agent = offline_agent(publisher, None, now)
+    await agent.apply(PollResult(devices=None, planned={"dev-1": []}, completed=[]), now)
+    await agent.client.close()
+    assert publisher.retained[TOPICS.next_dispatch_start] == "none"
+    assert publisher.retained[TOPICS.next_dispatch_end] == "none"
+    assert all(payload for topic, payload in publisher.sent if topic in publisher.retained)
+
+
+async def test_the_first_good_poll_starts_the_stores_record(tmp_path: Path) -> None:
+    store = await AsyncStore.open(tmp_path / "ioagent.db")
+    try:
+        agent = offline_agent(RecordingPublisher(), store)
+        await agent.apply(PollResult(devices=None, planned={"dev-1": []}, completed=[]), NOW)
+        later = NOW + timedelta(hours=1)
+        await agent.apply(PollResult(devices=None, planned={"dev-1": []}, completed=[]), later)
+        await agent.client.close()
+        assert await store.get_meta(watching_since_key(ACCOUNT)) == "2026-11-23T18:00:07Z"
+    finally:
+        await store.close()

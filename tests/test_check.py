@@ -227,7 +227,7 @@ async def test_api_key_from_a_docker_secret_file(
 async def test_bad_api_key_exits_4(
     simulator: RunningSimulator, secured_broker: Broker, tmp_path: Path
 ) -> None:
-    wrong_key = "sk_live_not_the_right_key_123"
+    wrong_key = "sk_live_notTheRightKey0000000123"
     config = write_config(tmp_path, simulator.graphql_url, secured_broker.port, api_key=wrong_key)
     run = await run_check(config)
     assert run.code == EXIT_OCTOPUS, run.output
@@ -295,3 +295,45 @@ async def test_invalid_config_exits_2_naming_the_key(
     # Nothing is contacted with a config that does not load.
     assert "MQTT broker" not in run.stdout
     assert_no_secrets(run)
+
+
+@pytest.mark.parametrize(
+    ("toml_line", "sentence"),
+    [
+        ('api_key = "sk_live_your_key_here"', "octopus.api_key: is still the placeholder"),
+        ('api_key = "hello"', "octopus.api_key: does not look like an Octopus API key"),
+        ('account_number = "12345"', "octopus.account_number: does not look like an Octopus"),
+    ],
+)
+async def test_check_refuses_the_placeholder_and_keys_that_are_not_octopus_shaped(
+    simulator: RunningSimulator, tmp_path: Path, toml_line: str, sentence: str
+) -> None:
+    key = None if toml_line.startswith("api_key") else DEFAULT_API_KEY
+    config = write_config(tmp_path, simulator.graphql_url, free_port(), api_key=key)
+    text = config.read_text().replace("[octopus]\n", f"[octopus]\n{toml_line}\n", 1)
+    config.write_text(text)
+    run = await run_check(config)
+    assert run.code == EXIT_CONFIG, run.output
+    assert "is valid" not in run.stdout
+    assert sentence in run.stdout
+    assert "Value error" not in run.stdout
+    assert "hint: compare with config.example.toml" in run.stdout
+
+
+async def test_check_gives_a_missing_file_its_own_hint(tmp_path: Path) -> None:
+    run = await run_check(tmp_path / "config.toml")
+    assert run.code == EXIT_CONFIG, run.output
+    assert "does not exist" in run.stdout
+    assert "hint: create it from the example: cp config.example.toml" in run.stdout
+
+
+async def test_check_warns_about_a_single_underscore_variable(
+    simulator: RunningSimulator, secured_broker: Broker, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, simulator.graphql_url, secured_broker.port)
+    run = await run_check(config, env={"IOAGENT_MQTT_PORT": "1884"})
+    assert run.code == 0, run.output
+    assert (
+        "    warning: environment variable IOAGENT_MQTT_PORT is ignored: section and key are "
+        "joined by two underscores: did you mean IOAGENT_MQTT__PORT?"
+    ) in run.stdout

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -74,7 +78,7 @@ async def test_the_whole_demo_story_plays_out_on_mqtt(broker: Broker) -> None:
                 await process.wait()
         text = output.decode()
         assert process.returncode == 0, text
-        assert f"mosquitto_sub -h localhost -p {broker.port} -v -t 'ioagent/#'" in text
+        assert f"mosquitto_sub -p {broker.port} -v -t 'ioagent/#'" in text
         assert "Scenario done" in text
         assert watcher.last("ioagent/status") == "offline"
 
@@ -129,3 +133,75 @@ async def test_demo_starts_its_own_broker_when_none_is_running() -> None:
     assert process.returncode == 0, text
     assert f"Started a private Mosquitto on 127.0.0.1:{port}" in text
     assert '"event": "starting"' in text
+
+
+def secure(broker: Broker, tmp_path: Path) -> Broker:
+    """Restart ``broker`` so that it refuses anonymous logins, as the compose Mosquitto does."""
+    passwords = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(passwords), "someone", "pw-demo-test"],
+        check=True,
+        capture_output=True,
+    )
+    broker.extra_config = ["allow_anonymous false", f"password_file {passwords}"]
+    if os.geteuid() == 0:
+        broker.extra_config.append("user root")  # mosquitto would drop to a user who cannot read it
+    broker.restart()
+    return broker
+
+
+async def run_demo_briefly(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ioagent",
+        "demo",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+async def test_demo_on_a_broker_that_needs_a_login_uses_a_private_one(
+    broker: Broker, tmp_path: Path
+) -> None:
+    secure(broker, tmp_path)
+    code, text = await run_demo_briefly("--mqtt-port", str(broker.port), "--duration", "4")
+    assert code == 0, text
+    assert "Traceback" not in text and "ExceptionGroup" not in text, text
+    assert f"The broker on localhost:{broker.port} needs a login" in text
+    match = re.search(r"Started a private Mosquitto on 127\.0\.0\.1:(\d+)", text)
+    assert match is not None, text
+    private = int(match.group(1))
+    assert private != broker.port
+    # The banner tells the user where to watch: the private broker, not the refusing one.
+    assert f"mosquitto_sub -p {private} -v -t 'ioagent/#'" in text
+    assert '"event": "starting"' in text
+
+
+async def test_demo_on_a_remote_broker_that_needs_a_login_stops_with_one_sentence(
+    broker: Broker, tmp_path: Path
+) -> None:
+    secure(broker, tmp_path)
+    # This machine's own network address: the demo treats it as someone else's machine.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # picks the outgoing address; sends nothing
+        except OSError:
+            pytest.skip("no network address besides loopback")
+        host = probe.getsockname()[0]
+    if host.startswith("127."):
+        pytest.skip("no network address besides loopback")
+    broker.host = "0.0.0.0"
+    broker.restart()
+    code, text = await run_demo_briefly("--mqtt-host", host, "--mqtt-port", str(broker.port))
+    assert code == 1, text
+    assert "Traceback" not in text, text
+    assert text.strip().splitlines() == [
+        f"The MQTT broker on {host}:{broker.port} needs a login, and the demo has none; "
+        "leave out --mqtt-host and the demo starts its own broker here."
+    ]

@@ -19,7 +19,7 @@ BASE = "ioagent"
 async def test_a_refused_key_without_an_account_number_shows_on_the_setup_topics(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    wrong = {"api_key": "sk_live_not_a_key_octopus_knows", "account_number": None}
+    wrong = {"api_key": "sk_live_NotAKeyOctopusKnows000", "account_number": None}
     settings = daemon_settings(broker, simulator, tmp_path, octopus=wrong)
     async with watching(broker) as watcher:
         daemon = Daemon(settings)

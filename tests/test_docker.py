@@ -216,7 +216,10 @@ def test_healthcheck_passes_on_the_daemons_own_fresh_heartbeat(
 ) -> None:
     storage = tmp_path / "ioagent.db"
     settings = load_settings(
-        environ={"IOAGENT_OCTOPUS__API_KEY": "sk_test_x", "IOAGENT_STORAGE__PATH": str(storage)}
+        environ={
+            "IOAGENT_OCTOPUS__API_KEY": "sk_live_dockerTest0000000001",
+            "IOAGENT_STORAGE__PATH": str(storage),
+        }
     )
     # The file the daemon writes, in the daemon's own format.
     heartbeat_path(settings).write_text(iso_z(datetime.now(UTC)) + "\n", encoding="utf-8")

@@ -12,7 +12,7 @@ import pytest
 
 from ioagent.cli import main
 from ioagent.kraken.types import CompletedDispatch, Dispatch
-from ioagent.store.database import SlotRecord, Store
+from ioagent.store.database import SlotRecord, Store, watching_since_key
 from ioagent.store.history import (
     CAP_FLAG_META,
     NightSummary,
@@ -22,6 +22,7 @@ from ioagent.store.history import (
     summarise_night,
 )
 from ioagent.tariff.rules import TariffRules
+from ioagent.timeutil import iso_z
 
 LONDON = ZoneInfo("Europe/London")
 RULES = TariffRules(zone=LONDON, offpeak_start=time(23, 30), offpeak_end=time(5, 30))
@@ -212,6 +213,8 @@ def _prepare(tmp_path: Path, now: datetime) -> tuple[Path, date]:
 
     db = tmp_path / "state" / "ioagent.db"
     store = Store.open(db)
+    # A daemon that has been watching for three weeks.
+    store.set_meta(watching_since_key(ACCOUNT), iso_z(now - timedelta(days=21)))
     store.add_completed(
         ACCOUNT,
         [
@@ -228,7 +231,9 @@ def _prepare(tmp_path: Path, now: datetime) -> tuple[Path, date]:
     store.save_plan(ACCOUNT, "dev", moved_to, early + timedelta(minutes=15))
     store.close()
     config = tmp_path / "ioagent.toml"
-    config.write_text(f'[octopus]\napi_key = "sk_test_x"\n\n[storage]\npath = "{db}"\n')
+    config.write_text(
+        f'[octopus]\napi_key = "sk_live_historyTest00000000001"\n\n[storage]\npath = "{db}"\n'
+    )
     return config, night
 
 
@@ -299,7 +304,9 @@ def test_history_without_a_database_says_so(
 ) -> None:
     config = tmp_path / "ioagent.toml"
     missing = tmp_path / "nothing" / "ioagent.db"
-    config.write_text(f'[octopus]\napi_key = "sk_test_x"\n\n[storage]\npath = "{missing}"\n')
+    config.write_text(
+        f'[octopus]\napi_key = "sk_live_historyTest00000000001"\n\n[storage]\npath = "{missing}"\n'
+    )
     assert main(["history", "--config", str(config)]) == 1
     assert f"database {missing} does not exist" in capsys.readouterr().err
     assert not missing.parent.exists()
@@ -308,3 +315,80 @@ def test_history_without_a_database_says_so(
 def test_history_rejects_zero_days(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["history", "--days", "0"]) == 2
     assert "--days must be at least 1" in capsys.readouterr().err
+
+
+def test_a_fresh_database_reports_only_the_night_it_has_seen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC)
+    db = tmp_path / "ioagent.db"
+    store = Store.open(db)
+    store.set_meta(watching_since_key(ACCOUNT), iso_z(now - timedelta(seconds=10)))
+    store.close()
+    config = tmp_path / "ioagent.toml"
+    config.write_text(
+        '[octopus]\napi_key = "sk_live_historyTest00000000001"\n'
+        f'account_number = "{ACCOUNT}"\n[storage]\npath = "ioagent.db"\n'
+    )
+    assert main(["history", "--config", str(config), "--json"]) == 0
+    (account,) = json.loads(capsys.readouterr().out)["accounts"]
+    (night,) = account["nights"]
+    assert night["night"] == night_of(now, RULES).isoformat()
+    assert night["complete"] is False
+    # At most the fixed hours of one night, never 13 nights of them.
+    assert account["totals"]["fixed_offpeak_hours"] <= 7.0
+
+
+def test_a_database_the_daemon_never_polled_with_has_no_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Store.open(tmp_path / "ioagent.db").close()
+    config = tmp_path / "ioagent.toml"
+    config.write_text(
+        '[octopus]\napi_key = "sk_live_historyTest00000000001"\n'
+        f'account_number = "{ACCOUNT}"\n[storage]\npath = "ioagent.db"\n'
+    )
+    assert main(["history", "--config", str(config)]) == 0
+    assert "No history recorded yet" in capsys.readouterr().out
+
+
+def test_history_finds_the_database_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, night = _prepare(tmp_path, datetime.now(UTC))
+    # The same database, named relative to the config file's folder.
+    config.write_text(
+        '[octopus]\napi_key = "sk_live_historyTest00000000001"\n[storage]\npath = "state/ioagent.db"\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["history", "--config", str(config), "--json"]) == 0
+    (account,) = json.loads(capsys.readouterr().out)["accounts"]
+    assert any(n["night"] == night.isoformat() and n["smart_kwh"] == 3.5 for n in account["nights"])
+    assert not (elsewhere / "state").exists()
+
+
+def test_the_store_starts_its_record_at_the_earliest_thing_it_saw(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "ioagent.db")
+    try:
+        assert store.first_seen(ACCOUNT) is None
+        seen_at = utc("2026-02-07 12:00")
+        store.save_plan(ACCOUNT, "dev", [Dispatch(seen_at, seen_at, "SMART", 1.0)], seen_at)
+        assert store.first_seen(ACCOUNT) == seen_at
+        # Octopus reports a dispatch from before ioagent started: that night has data too.
+        earlier = utc("2026-02-06 19:30")
+        store.add_completed(
+            ACCOUNT,
+            [CompletedDispatch(earlier, earlier + timedelta(hours=1), -2.0, "smart-charge", None)],
+        )
+        assert store.first_seen(ACCOUNT) == earlier
+        assert store.first_seen("A-00000000") is None
+    finally:
+        store.close()
+
+
+def test_nights_before_the_record_starts_are_left_out() -> None:
+    since = utc("2026-02-08 10:00")  # during the night of 8 February
+    history = nightly_history([], [], RULES, utc("2026-02-10 12:00"), nights=14, since=since)
+    assert [n.night for n in history] == [date(2026, 2, 8), date(2026, 2, 9), date(2026, 2, 10)]

@@ -337,6 +337,12 @@ def test_timestamp_sensors_turn_an_empty_payload_into_none() -> None:
     assert len(timestamps) >= 4
     for config in timestamps:
         assert "None" in config["value_template"], config["unique_id"]
+    # The time topics say "none" when there is no such time (an empty retained payload would
+    # delete the topic): HA must show that as unknown, not fail to parse a timestamp.
+    time_topics = [c for c in timestamps if c["state_topic"].endswith(("next_start", "/end"))]
+    assert len(time_topics) == 4
+    for config in time_topics:
+        assert "value != 'none'" in config["value_template"], config["unique_id"]
 
 
 def test_dispatch_list_is_wrapped_as_attributes() -> None:

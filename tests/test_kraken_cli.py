@@ -309,7 +309,7 @@ async def test_key_with_several_accounts_exits_2_listing_them(
 async def test_bad_key_exits_1_with_one_clear_line(
     simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    bad_key = "sk_test_definitely_wrong_key"
+    bad_key = "sk_live_definitelyWrongKey000001"
     run = await run_cli("--config", str(write_config(tmp_path, simulator.graphql_url, bad_key)))
     assert run.code == 1
     assert run.stdout == ""
@@ -369,3 +369,32 @@ def _preferences(*days: tuple[str, str, float | None]) -> Preferences:
 )
 def test_describe_preferences(preferences: Preferences | None, expected: str) -> None:
     assert _describe_preferences(preferences) == expected
+
+
+async def test_a_closed_pipe_ends_quietly(simulator: RunningSimulator, tmp_path: Path) -> None:
+    """`ioagent dispatches --json | head`: the reader leaves early; no BrokenPipeError trace."""
+    config = write_config(tmp_path, simulator.graphql_url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOAGENT_")}
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before anything is written
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ioagent",
+            "dispatches",
+            "--json",
+            "--config",
+            str(config),
+            cwd=REPO,
+            env=env,
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(write_end)
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    text = stderr.decode()
+    assert "Traceback" not in text and "BrokenPipeError" not in text, text
+    assert text == ""
+    assert process.returncode == 141  # what a shell shows for a SIGPIPE'd program

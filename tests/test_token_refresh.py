@@ -70,7 +70,10 @@ def fake_time(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeClock, list[float]]:
 def daemon(clock: FakeClock, tmp_path: Path) -> Daemon:
     settings = Settings.model_validate(
         {
-            "octopus": {"api_key": "sk_test_token_refresh", "account_number": "A-TEST0001"},
+            "octopus": {
+                "api_key": "sk_live_tokenRefreshTest000001",
+                "account_number": "A-TEST0001",
+            },
             "storage": {"path": str(tmp_path / "ioagent.db")},
         }
     )

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ioagent.config import ConfigError, Settings, load_settings
+from ioagent.config import ConfigError, Settings, ignored_environment, load_settings
 from ioagent.kraken.client import KrakenClient, PollResult, planned_part
 from ioagent.kraken.errors import (
     AccountError,
@@ -257,8 +257,10 @@ def cli_dispatches(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(redact(str(exc)), file=sys.stderr)
+        print(redact(exc.report()), file=sys.stderr)
         return EXIT_CONFIG
+    for warning in ignored_environment():
+        print(f"ioagent dispatches: warning: {warning}", file=sys.stderr)
     level = "debug" if settings.logging.level == "debug" else "warning"
     configure_logging(level, "console", stream=sys.stderr)
     try:

@@ -25,7 +25,7 @@ from typing import Any
 from ioagent.config import HomeAssistantSettings
 from ioagent.kraken.types import DEVICE_STATES as API_DEVICE_STATES
 from ioagent.kraken.types import Device
-from ioagent.mqtt.topics import Topics
+from ioagent.mqtt.topics import NO_TIME, Topics
 
 ORIGIN_NAME = "ioagent"
 MANUFACTURER = "Octopus Energy"
@@ -61,8 +61,9 @@ READY_BY_OPTIONS = tuple(
 """04:00 … 11:00 in 30-minute steps, as the Octopus app offers."""
 
 # Only HA's sensor treats the rendered text "None" as "no value"; an empty payload is ignored
-# and would leave the previous instant on screen.
-_EMPTY_AS_NONE = "{{ value if value else None }}"
+# and would leave the previous instant on screen. ioagent publishes "none" (NO_TIME) when there
+# is no such time; an empty payload (from ioagent before 0.2) means the same.
+_EMPTY_AS_NONE = "{{ value if value and value != '" + NO_TIME + "' else None }}"
 _DEVICE_STATE_TEMPLATE = (
     "{% set known = " + json.dumps(list(DEVICE_STATES)) + " %}"
     "{{ value if value in known else 'UNKNOWN' }}"

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+NO_TIME = "none"
+"""The payload of a time topic when there is no such time (no next slot, say).
+
+Not an empty payload: a retained empty message deletes the topic on the broker, so a subscriber
+that arrives later would get nothing at all and wait forever."""
+
 COMMANDS = ("target_soc", "ready_by", "smart_control", "boost", "resync")
 """Commands under ``{base}/{acct}/set/<name>``; ``refresh`` lives at ``{base}/{acct}/refresh``."""
 

@@ -24,8 +24,9 @@ from ioagent.kraken.errors import (
 from ioagent.kraken.types import BOOST, CompletedDispatch, Device, Dispatch
 from ioagent.logs import get_logger
 from ioagent.mqtt.publisher import Publisher
-from ioagent.mqtt.topics import Topics
+from ioagent.mqtt.topics import NO_TIME, Topics
 from ioagent.store.async_store import AsyncStore
+from ioagent.store.database import watching_since_key
 from ioagent.tariff.plan import (
     DEFAULT_KEEP,
     PlanEvent,
@@ -58,6 +59,10 @@ def _bool(value: bool) -> str:
 
 def _time_or_empty(value: datetime | None) -> str:
     return iso_z(value) if value is not None else ""
+
+
+def _time_or_none(value: datetime | None) -> str:
+    return iso_z(value) if value is not None else NO_TIME
 
 
 def api_state_for(error: KrakenError) -> ApiState:
@@ -146,6 +151,10 @@ class AccountAgent:
         self.health = ApiHealth()
         self.have_plan = False
         self._published: dict[str, str] = {}
+        self._watching_recorded = False
+        self.polled = False
+        """True once a poll has ended, with a plan or an error: until then a new install knows
+        nothing about smart slots, and its off-peak topics would be a guess."""
 
     # ----- derived state -----
     @property
@@ -202,13 +211,17 @@ class AccountAgent:
     async def publish_tariff(self, now: datetime | None = None) -> TariffState:
         now = now or self.clock()
         state = self.tariff_state(now)
+        if not (self.have_plan or self.polled):
+            # A fresh database during a running slot would say "false", then "true" a moment
+            # later when the first poll lands: wait for that poll (or its failure) instead.
+            return state
         t = self.topics
         await self._put(t.offpeak, _bool(state.offpeak))
         await self._put(t.dispatching, _bool(state.dispatching))
-        await self._put(t.next_offpeak_start, _time_or_empty(state.next_offpeak_start))
-        await self._put(t.offpeak_end, _time_or_empty(state.offpeak_end))
-        await self._put(t.next_dispatch_start, _time_or_empty(state.next_dispatch_start))
-        await self._put(t.next_dispatch_end, _time_or_empty(state.next_dispatch_end))
+        await self._put(t.next_offpeak_start, _time_or_none(state.next_offpeak_start))
+        await self._put(t.offpeak_end, _time_or_none(state.offpeak_end))
+        await self._put(t.next_dispatch_start, _time_or_none(state.next_dispatch_start))
+        await self._put(t.next_dispatch_end, _time_or_none(state.next_dispatch_end))
         upcoming = [
             {"at": iso_z(at), "offpeak": offpeak, "dispatching": dispatching}
             for at, offpeak, dispatching in transitions(
@@ -351,6 +364,7 @@ class AccountAgent:
         try:
             self.devices = await self.client.devices(self.account)
         except KrakenError as exc:
+            self.polled = True
             await self._record_error(exc, now)
             return exc
         return None
@@ -363,6 +377,7 @@ class AccountAgent:
                 self.devices = await self.client.devices(self.account)
             result = await self.client.poll(self.account, self.device_ids, may_retry=may_retry)
         except KrakenError as exc:
+            self.polled = True
             await self._record_error(exc, now)
             return PollOutcome(ok=False, error=exc)
         return await self.apply(result, now)
@@ -400,6 +415,7 @@ class AccountAgent:
                 await self.store.add_completed(self.account, self.completed)
         if any(plan is not None for plan in result.planned.values()):
             self.have_plan = True
+        self.polled = True
         error = next(iter(result.errors.values()), None)
         if error is None:
             # Stored before publishing, so an interrupted poll still leaves its age behind.
@@ -421,7 +437,7 @@ class AccountAgent:
             "poll",
             account=self.account,
             devices=len(self.devices),
-            planned=len(self.plan),
+            planned=len(_upcoming(self.plan, now)),  # as many as dispatches/planned lists
             completed=len(self.completed),
             changes=summarise(events),
             api=self.health.state,
@@ -434,6 +450,12 @@ class AccountAgent:
         if self.store is None:
             return
         await self.store.set_meta(f"last_success:{self.account}", iso_z(now))
+        if not self._watching_recorded:
+            # ioagent history reports only the nights from here on: the ones the store saw.
+            since = watching_since_key(self.account)
+            if await self.store.get_meta(since) is None:
+                await self.store.set_meta(since, iso_z(now))
+            self._watching_recorded = True
         device = self.primary_device
         if device is not None and device.preferences is not None:
             # ioagent history applies the cap with the flag the device last reported.

@@ -30,7 +30,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from ioagent import __version__
 from ioagent.aio import cancel_and_wait, describe_tasks, wait_event
 from ioagent.budget import avoid_boundary, backoff_delay, is_quiet_second
-from ioagent.config import ConfigError, Settings, load_settings
+from ioagent.config import ConfigError, Settings, ignored_environment, load_settings
 from ioagent.kraken.client import KrakenClient
 from ioagent.kraken.errors import KrakenError
 from ioagent.kraken.tokens import BACKGROUND_RETRY
@@ -542,9 +542,11 @@ def cli_run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(exc.report(), file=sys.stderr)
         return 2
     configure_logging(settings.logging.level, settings.logging.format)
+    for warning in ignored_environment():
+        log.warning("environment_variable_ignored", detail=warning)
     if asyncio.run(run_daemon(settings)):
         # A task outlived the stop bound (logged with its stack); asyncio.run's own clean-up
         # would wait for it without a bound, so leave now, as Docker's SIGKILL would.

@@ -23,11 +23,11 @@ from ioagent.simulator.planner import DAYS_OF_WEEK, PlanRequest
 from ioagent.timeutil import Clock, iso_z
 
 DEFAULT_ACCOUNT = "A-SIM00001"
-DEFAULT_API_KEY = "sk_test_ioagent_simulator_key"
+DEFAULT_API_KEY = "sk_live_ioagentSimulatorKey00001"
 DEFAULT_EV_ID = "00000000-5117-4e0a-9c1d-000000000001"
 DEFAULT_DEVICE_ID = DEFAULT_EV_ID
 SECOND_ACCOUNT = "A-SIM00002"
-SECOND_API_KEY = "sk_test_ioagent_simulator_key2"
+SECOND_API_KEY = "sk_live_ioagentSimulatorKey00002"
 DEFAULT_CHARGER_ID = "00000000-5117-4e0a-9c1d-000000000002"
 DEFAULT_TARGET_PERCENT = 80.0
 DEFAULT_READY_BY = time(7, 30)

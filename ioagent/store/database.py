@@ -99,6 +99,11 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def watching_since_key(account: str) -> str:
+    """Meta key of the daemon's first successful poll of ``account`` (history starts there)."""
+    return f"watching_since:{account}"
+
+
 def stored_time(value: datetime) -> str:
     """The fixed-width UTC text every time column holds."""
     return to_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -442,6 +447,27 @@ class Store:
             )
             for row in rows
         ]
+
+    def first_seen(self, account: str) -> datetime | None:
+        """The earliest instant the store has data for ``account``: the start of its record.
+
+        The daemon's first successful poll (meta ``watching_since:<account>``), the first slot
+        or completed dispatch it saw, or the start of the oldest completed dispatch Octopus
+        reported, whichever is earliest; ``None`` when the store knows nothing of the account.
+        """
+        row = self.conn.execute(
+            "SELECT MIN(t) FROM ("
+            " SELECT MIN(first_seen) AS t FROM slots WHERE account = ?"
+            " UNION ALL SELECT MIN(first_seen) FROM completed WHERE account = ?"
+            " UNION ALL SELECT MIN(start) FROM completed WHERE account = ?"
+            ")",
+            (account, account, account),
+        ).fetchone()
+        seen = [parse_iso(row[0])] if row and row[0] else []
+        since = self.get_meta(watching_since_key(account))
+        if since:
+            seen.append(parse_iso(since))
+        return min(seen) if seen else None
 
     def accounts(self) -> list[str]:
         """Every account with slots or completed dispatches on record."""

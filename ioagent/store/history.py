@@ -33,7 +33,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ioagent.config import ConfigError, TariffSettings, load_settings
+from ioagent.config import ConfigError, TariffSettings, ignored_environment, load_settings
 from ioagent.kraken.types import AWAY, BOOST, CompletedDispatch
 from ioagent.store.database import SlotRecord, Store, StoreError
 from ioagent.tariff.rules import TariffRules, Window, fixed_windows, offpeak_windows
@@ -146,11 +146,17 @@ def nightly_history(
     rules: TariffRules,
     now: datetime,
     nights: int,
+    since: datetime | None = None,
 ) -> list[NightSummary]:
-    """The last ``nights`` nights (oldest first, the current one last)."""
+    """The last ``nights`` nights (oldest first, the current one last).
+
+    ``since``: when the store's record begins. Nights that ended before it are left out: the
+    store never saw them, so it cannot say what they held.
+    """
     return [
         summarise_night(night, rules, completed, withdrawn, now)
         for night in nights_to_show(now, rules, nights)
+        if since is None or night_bounds(night, rules)[1] > to_utc(since)
     ]
 
 
@@ -186,8 +192,11 @@ def _read_history(
     end = night_bounds(night_of(now, rules), rules)[1]
     completed = store.completed_between(account, start, end)
     withdrawn = store.withdrawn_between(account, start, end)
+    since = store.first_seen(account)
+    if since is None:  # the store knows nothing of this account yet
+        return AccountHistory(account, rules.smart_cap, [])
     return AccountHistory(
-        account, rules.smart_cap, nightly_history(completed, withdrawn, rules, now, days)
+        account, rules.smart_cap, nightly_history(completed, withdrawn, rules, now, days, since)
     )
 
 
@@ -269,8 +278,10 @@ def cli_history(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(exc.report(), file=sys.stderr)
         return 2
+    for warning in ignored_environment():
+        print(f"ioagent history: warning: {warning}", file=sys.stderr)
     rules = TariffRules.from_settings(settings.tariff, device_capped=None)
     path = settings.storage.path
     try:
@@ -293,8 +304,8 @@ def cli_history(args: argparse.Namespace) -> int:
         store.close()
     if args.json:
         print(render_json(histories, rules))
-    elif not histories:
-        print(f"No history recorded yet in {path}.")
+    elif not any(h.nights for h in histories):
+        print(f"No history recorded yet in {path}: the daemon has not polled Octopus with it.")
     else:
         print(render_table(histories, rules))
     return 0
