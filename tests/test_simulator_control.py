@@ -94,7 +94,7 @@ def at(hours: float) -> datetime:
 
 async def test_state_snapshot_lists_everything_but_secrets(harness: Harness) -> None:
     snapshot = await harness.control.state()
-    assert [a["number"] for a in snapshot["accounts"]] == ["A-SIM00001", "A-SIM00002"]
+    assert [a["number"] for a in snapshot["accounts"]] == ["A-SIM00001", "A-SIM00002", "A-SIM00009"]
     ev = next(d for d in snapshot["devices"] if d["id"] == DEFAULT_EV_ID)
     assert (ev["plugged"], ev["current_state"], ev["planned"]) == (
         False,
@@ -179,9 +179,10 @@ async def test_finished_dispatches_move_to_completed(harness: Harness) -> None:
     harness.clock.now = at(2)
     assert await harness.planned() == []
     completed = await harness.completed()
+    # As Kraken sends them: meta.source is null on completed records, boosts included.
     assert [(c["delta"], c["meta"]["source"]) for c in completed] == [
-        ("-3.50", "bump-charge"),  # BOOST without kWh: 7 kW for 30 minutes
-        ("-3.50", "smart-charge"),
+        ("-3.50", None),  # BOOST without kWh: 7 kW for 30 minutes
+        ("-3.50", None),
     ]
     assert all(c["meta"]["location"] == "AT_HOME" for c in completed)
     ev = next(d for d in (await harness.control.state())["devices"] if d["id"] == DEFAULT_EV_ID)

@@ -313,7 +313,7 @@ class KrakenClient:
         except (AuthFailed, RateLimited, TransientError, ApiChanged, CommandRefused):
             raise
         except KrakenError as exc:
-            raise CommandRefused(exc.message, code=exc.code) from None
+            raise CommandRefused(exc.message, code=exc.code, description=exc.description) from None
 
 
 def _schedule_values(
