@@ -313,3 +313,39 @@ async def test_the_live_documents_still_run(
     assert status == 200, body
     assert body["data"]["updateBoostCharge"] == {"id": DEFAULT_EV_ID}
 
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [("80", True), (80, True), (79.5, True), ("eighty", False), (True, False), ("NaN", False)],
+)
+async def test_decimal_inputs_are_checked(
+    sim: tuple[RunningSimulator, aiohttp.ClientSession, str], value: Any, accepted: bool
+) -> None:
+    variables = {
+        "input": {
+            "deviceId": DEFAULT_EV_ID,
+            "mode": "CHARGE",
+            "unit": "PERCENTAGE",
+            "schedules": _schedules(max=value),
+        }
+    }
+    status, body = await _post(sim, queries.SET_PREFERENCES, variables)
+    assert (status == 200 and "errors" not in body) is accepted, body
+
+
+@pytest.mark.parametrize(("value", "accepted"), [("07:30", True), ("7.30am", False), (730, False)])
+async def test_time_inputs_are_checked(
+    sim: tuple[RunningSimulator, aiohttp.ClientSession, str], value: Any, accepted: bool
+) -> None:
+    variables = {
+        "input": {
+            "deviceId": DEFAULT_EV_ID,
+            "mode": "CHARGE",
+            "unit": "PERCENTAGE",
+            "schedules": _schedules(time=value),
+        }
+    }
+    status, body = await _post(sim, queries.SET_PREFERENCES, variables)
+    assert (status == 200 and "errors" not in body) is accepted, body
+    if not accepted:
+        assert status == 400

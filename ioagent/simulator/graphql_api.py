@@ -22,6 +22,7 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLEnumType,
     GraphQLError,
     GraphQLObjectType,
     GraphQLResolveInfo,
@@ -335,8 +336,45 @@ def _parse_datetime(value: Any) -> str:
 def _install_scalar(schema: GraphQLSchema, name: str, parse: Callable[[Any], Any]) -> None:
     scalar = schema.type_map[name]
     assert isinstance(scalar, GraphQLScalarType)
-    scalar.parse_value = parse  # type: ignore[method-assign]
-    scalar.parse_literal = lambda node, variables=None: parse(_literal(node))  # type: ignore[method-assign]
+
+    def parse_literal(node: ValueNode, *_: Any) -> Any:
+        return parse(_literal(node))
+
+    # graphql-core 3.2 calls parse_value/parse_literal, 3.3 the coerce_input_* names.
+    for attribute, function in (
+        ("parse_value", parse),
+        ("coerce_input_value", parse),
+        ("parse_literal", parse_literal),
+        ("coerce_input_literal", parse_literal),
+    ):
+        setattr(scalar, attribute, function)
+
+
+def _pass_new_enum_values(schema: GraphQLSchema) -> None:
+    """Let the simulator *send* an enum value its schema does not list yet.
+
+    Octopus adds enum values over time (a new device state, a new device type); the live API
+    then sends them. Tests emulate that by setting such a value in the state. Input stays
+    strict: a request with an unknown enum value is refused as the live API refuses it.
+    """
+    for graphql_type in schema.type_map.values():
+        if not isinstance(graphql_type, GraphQLEnumType) or graphql_type.name.startswith("__"):
+            continue
+        # graphql-core 3.2 serializes with serialize, 3.3 with coerce_output_value.
+        for attribute in ("serialize", "coerce_output_value"):
+            strict = getattr(graphql_type, attribute, None)
+            if strict is None:
+                continue
+
+            def lenient(value: Any, strict: Callable[[Any], Any] = strict) -> Any:
+                try:
+                    return strict(value)
+                except GraphQLError:
+                    if isinstance(value, str):
+                        return value
+                    raise
+
+            setattr(graphql_type, attribute, lenient)
 
 
 @cache
@@ -346,6 +384,7 @@ def kraken_schema() -> GraphQLSchema:
     _install_scalar(schema, "Decimal", _parse_decimal)
     _install_scalar(schema, "Time", _parse_time)
     _install_scalar(schema, "DateTime", _parse_datetime)
+    _pass_new_enum_values(schema)
     resolvers: dict[str, dict[str, Resolver]] = {
         "Query": {
             "viewer": _viewer,
