@@ -9,8 +9,8 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from datetime import datetime, time
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -495,7 +495,7 @@ async def handle_graphql(request: web.Request) -> web.StreamResponse:
         # input field, an unknown enum value) fail the whole request before it runs, and Kraken
         # (graphene-django) answers those with HTTP 400 and no data, like a schema error.
         state.record_call(fields, context.account, 400, at=received_at)
-        return _json_errors(400, [error.formatted for error in result.errors])
+        return _json_errors(400, [dict(error.formatted) for error in result.errors])
     payload: dict[str, Any] = {"data": result.data}
     if result.errors:
         payload["errors"] = [error.formatted for error in result.errors]

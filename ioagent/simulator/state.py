@@ -90,7 +90,7 @@ class KrakenError(Exception):
         message: str,
         error_type: str = "VALIDATION",
         *,
-        description: str | None | _SameAsMessage = SAME_AS_MESSAGE,
+        description: str | _SameAsMessage | None = SAME_AS_MESSAGE,
         **extra: Any,
     ) -> None:
         super().__init__(message)

@@ -367,6 +367,7 @@ __all__ = [
     "DEFAULT_KEEP",
     "EventKind",
     "PlanEvent",
+    "PlannedSlot",
     "apply_events",
     "carry_started",
     "classify_completed",
@@ -375,7 +376,6 @@ __all__ = [
     "event_json",
     "located",
     "normalise",
-    "PlannedSlot",
     "slot_json",
     "whole_second",
 ]
