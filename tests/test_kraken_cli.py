@@ -28,6 +28,8 @@ from ioagent.simulator.state import (
     DEFAULT_API_KEY,
     DEFAULT_CHARGER_ID,
     DEFAULT_EV_ID,
+    MIXED_API_KEY,
+    MIXED_LIVE_EV_ID,
     SECOND_ACCOUNT,
 )
 
@@ -369,3 +371,20 @@ def _preferences(*days: tuple[str, str, float | None]) -> Preferences:
 )
 def test_describe_preferences(preferences: Preferences | None, expected: str) -> None:
     assert _describe_preferences(preferences) == expected
+
+
+async def test_dispatches_asks_only_smart_chargeable_devices_for_a_plan(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    await control(simulator, "calls/reset", {})
+    config = write_config(tmp_path, simulator.graphql_url, api_key=MIXED_API_KEY)
+    run = await run_cli("--config", str(config), "--json")
+    assert run.code == 0, run.stderr
+    report = json.loads(run.stdout)
+    flags = {d["id"]: d["smart_charged"] for d in report["devices"]}
+    assert flags[MIXED_LIVE_EV_ID] is True
+    assert sorted(flags.values()) == [False, False, False, True]
+    calls = await control(simulator, "calls")
+    assert calls["by_operation"].get("flexPlannedDispatches") == 1
+    table = await run_cli("--config", str(config))
+    assert table.stdout.count("not asked (no smart charging for this device)") == 3

@@ -142,12 +142,17 @@ async def test_control_errors_are_400_or_404(harness: Harness) -> None:
 
 
 async def test_completed_dispatches_are_recent_and_newest_first(harness: Harness) -> None:
-    await harness.control.add_completed(DEFAULT_ACCOUNT, at(-3), at(-2.5), 3.37)
+    await harness.control.add_completed(
+        DEFAULT_ACCOUNT, at(-3), at(-2.5), 3.37, source="smart-charge"
+    )
     await harness.control.add_completed(DEFAULT_ACCOUNT, at(-20), at(-19), 7.0)  # too old
     await harness.control.add_completed(
         DEFAULT_ACCOUNT, at(-1), at(-0.75), 1.75, source="bump-charge", location="AWAY"
     )
-    await harness.control.add_completed(DEFAULT_ACCOUNT, at(-8), at(-7), 6.5, source=None)
+    # The default source is null, as Octopus sends completed records.
+    await harness.control.add_completed(
+        DEFAULT_ACCOUNT, at(-8), at(-7), 6.5, location="UNABLE_TO_IDENTIFY"
+    )
     completed = await harness.completed()
     assert completed == [
         {
@@ -166,7 +171,7 @@ async def test_completed_dispatches_are_recent_and_newest_first(harness: Harness
             "start": "2026-07-14T09:00:00+01:00",
             "end": "2026-07-14T10:00:00+01:00",
             "delta": "-6.50",
-            "meta": {"source": None, "location": "AT_HOME"},
+            "meta": {"source": None, "location": "UNABLE_TO_IDENTIFY"},
         },
     ]
 
