@@ -57,8 +57,6 @@ FAULT_KINDS = (
     "disabled_field",
 )
 FIELD_FAULTS = ("kt_4340", "partial", "disabled_field")
-SOURCE_SMART = "smart-charge"
-SOURCE_BUMP = "bump-charge"
 
 DEFAULT_JWT_LIFETIME = timedelta(hours=1)
 """Kraken's JWTs live 60 minutes."""
