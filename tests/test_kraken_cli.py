@@ -316,7 +316,8 @@ async def test_bad_key_exits_1_with_one_clear_line(
     assert run.code == 1
     assert run.stdout == ""
     assert run.stderr.strip().splitlines() == [
-        "ioagent dispatches: Octopus refused the API key; check octopus.api_key [KT-CT-1139]"
+        "ioagent dispatches: Octopus refused the API key; check octopus.api_key [KT-CT-1139]:"
+        " Authentication failed."
     ]
     assert bad_key not in run.stderr
 

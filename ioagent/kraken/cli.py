@@ -241,12 +241,17 @@ def report_table(report: Report, zone: ZoneInfo) -> str:
 def failure_message(exc: KrakenError, api_url: str) -> tuple[int, str]:
     """The exit code and the one line to print for a failure."""
     code = f" [{exc.code}]" if exc.code is not None else ""
+    # Kraken's own words (errorDescription), when it gave any.
+    said = f": {exc.description}" if exc.description else ""
     if isinstance(exc, AccountError):
         return EXIT_CONFIG, f"{exc}"
     if isinstance(exc, AuthFailed):
-        return EXIT_API, f"Octopus refused the API key; check octopus.api_key{code}"
+        return EXIT_API, f"Octopus refused the API key; check octopus.api_key{code}{said}"
     if isinstance(exc, RateLimited):
-        return EXIT_API, f"Octopus is rate limiting this key; try again in a few minutes{code}"
+        return (
+            EXIT_API,
+            f"Octopus is rate limiting this key; try again in a few minutes{code}{said}",
+        )
     if isinstance(exc, TransientError):
         return EXIT_API, f"cannot get an answer from the Kraken API at {api_url}: {exc}"
     if isinstance(exc, ApiChanged):
