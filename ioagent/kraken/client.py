@@ -246,7 +246,7 @@ class KrakenClient:
             _log.info(
                 "kraken_poll_partial",
                 account=account,
-                failed={part: type(exc).__name__ for part, exc in errors.items()},
+                failed={part: f"{type(exc).__name__}: {exc}" for part, exc in errors.items()},
             )
         return PollResult(devices=devices, planned=planned, completed=completed, errors=errors)
 
