@@ -142,7 +142,9 @@ def describe_device(device: Device) -> str:
     name = " ".join(part for part in (device.make, device.model) if part) or "unnamed device"
     state = ", ".join(part for part in (device.status_current, device.current_state) if part)
     suspended = " (smart control suspended)" if device.is_suspended else ""
-    return f"{name} [{device.id}]: {state or 'state unknown'}{suspended}"
+    kind = device.device_type or "type unknown"
+    smart = "" if device.is_smart_chargeable else f" (not smart-charged: {kind})"
+    return f"{name} [{device.id}]: {state or 'state unknown'}{suspended}{smart}"
 
 
 # --- the checks (I/O) ------------------------------------------------------------------------

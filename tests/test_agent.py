@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from ioagent.config import TariffSettings
 from ioagent.kraken.client import KrakenClient, PollResult
-from ioagent.kraken.types import AT_HOME, AWAY, SMART, CompletedDispatch, Dispatch
+from ioagent.kraken.types import AT_HOME, AWAY, BOOST, SMART, CompletedDispatch, Dispatch
 from ioagent.mqtt.topics import Topics
 from ioagent.runtime.agent import AccountAgent
 from ioagent.store.async_store import AsyncStore
@@ -171,5 +171,41 @@ async def test_the_first_good_poll_starts_the_stores_record(tmp_path: Path) -> N
         await agent.apply(PollResult(devices=None, planned={"dev-1": []}, completed=[]), later)
         await agent.client.close()
         assert await store.get_meta(watching_since_key(ACCOUNT)) == "2026-11-23T18:00:07Z"
+    finally:
+        await store.close()
+
+
+async def test_completed_records_without_a_source_take_the_type_seen_planned(
+    tmp_path: Path,
+) -> None:
+    """Octopus sends completed records with ``source: null``, boosts too: the agent types them
+    by the slots it saw planned, also after a restart (from the store's record of slots)."""
+    now = datetime(2026, 11, 23, 19, 40, tzinfo=UTC)
+    boost = Dispatch(now - timedelta(hours=2), now - timedelta(hours=1), BOOST, 7.0, "dev-1")
+    smart = Dispatch(now - timedelta(minutes=50), now - timedelta(minutes=20), SMART, 3.0, "dev-1")
+    records = [
+        CompletedDispatch(boost.start, boost.end, 7.0, None, AT_HOME),
+        CompletedDispatch(smart.start, smart.end, 3.0, None, AT_HOME),
+        CompletedDispatch(now - timedelta(hours=5), now - timedelta(hours=4), 2.0, None, None),
+    ]
+    store = await AsyncStore.open(tmp_path / "ioagent.db")
+    try:
+        # The boost was planned (and seen) while it ran; Octopus then dropped it from the plan.
+        await store.save_plan(ACCOUNT, "dev-1", [boost, smart], boost.start + timedelta(minutes=5))
+        publisher = RecordingPublisher()
+        agent = offline_agent(publisher, store, now)
+        await agent.apply(
+            PollResult(devices=None, planned={"dev-1": [smart]}, completed=records), now
+        )
+        await agent.client.close()
+        expected = ["UNKNOWN", "BOOST", "SMART"]
+        published = json.loads(publisher.retained[TOPICS.completed])
+        assert [slot["type"] for slot in published] == expected
+        restarted = RecordingPublisher()
+        again = offline_agent(restarted, store, now)
+        await again.restore()
+        await again.publish_plan(now)
+        await again.client.close()
+        assert [c.type for c in again.completed] == expected
     finally:
         await store.close()

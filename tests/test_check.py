@@ -337,3 +337,17 @@ async def test_check_warns_about_a_single_underscore_variable(
         "    warning: environment variable IOAGENT_MQTT_PORT is ignored: section and key are "
         "joined by two underscores: did you mean IOAGENT_MQTT__PORT?"
     ) in run.stdout
+
+
+def test_a_device_without_smart_charging_is_described_as_such() -> None:
+    from ioagent.check import describe_device
+    from ioagent.kraken.types import Device
+
+    battery = Device(
+        "b1", "GIVENERGY", "BATTERIES", "SmartFlexDevice", None, None, "LIVE", None, None
+    )
+    retired = Device("e0", "TESLA", "ELECTRIC_VEHICLES", None, "Tesla", "S", "RETIRED", None, None)
+    live = Device("e1", "BMW", "ELECTRIC_VEHICLES", None, "BMW", "i4", "LIVE", None, False)
+    assert describe_device(battery) == "unnamed device [b1]: LIVE (not smart-charged: BATTERIES)"
+    assert describe_device(retired).endswith("RETIRED (not smart-charged: ELECTRIC_VEHICLES)")
+    assert describe_device(live) == "BMW i4 [e1]: LIVE"

@@ -105,7 +105,7 @@ def test_nights_follow_the_wall_clock_through_dst(
 # | completed dispatch                   | widened      | extra h (night)              | kWh       |
 # |--------------------------------------|--------------|------------------------------|-----------|
 # | a 02-07 19:30-20:15 smart AT_HOME    | 19:30-20:30  | 1.0 (07)                     | 3.5 smart |
-# | b 02-07 13:37:11-13:38:27 smart null | 13:30-14:00  | 0.5 (07)                     | 0.2 smart |
+# | b 02-07 13:37:11-13:38:27 source null| -            | 0 (nothing known of it)      | 0.2 other |
 # | c 02-07 23:00-00:30 smart AT_HOME    | 23:00-00:30  | 0.5 (07): 23:00-23:30 only   | 5.0 smart |
 # | d 02-07 15:00-16:00 smart AWAY       | -            | 0                            | 7.0 away  |
 # | e 02-07 17:00-17:30 bump AT_HOME     | -            | 0 (boost is peak)            | 3.0 boost |
@@ -113,8 +113,9 @@ def test_nights_follow_the_wall_clock_through_dst(
 # |                                      |              | 1.0 (08): 05:30-06:30        | (07)      |
 # | g 02-08 21:10-21:20 smart location ? | 21:00-21:30  | 0.5 (08)                     | 0.8 smart |
 #
-# night 07: fixed 6.0, extra 1.0 + 0.5 + 0.5 = 2.0, smart 3.5 + 0.2 + 5.0 + 4.0 = 12.7,
-#           away 7.0, boost 3.0; withdrawn: the 18:00 slot (the 21:00 one was not withdrawn).
+# night 07: fixed 6.0, extra 1.0 + 0.5 = 1.5, smart 3.5 + 5.0 + 4.0 = 12.5, away 7.0,
+#           boost 3.0, other 0.2 (b: source null and no planned slot known for it);
+#           withdrawn: the 18:00 slot (the 21:00 one was not withdrawn).
 # night 08 at now = 02-09 03:00 (in progress): fixed 23:30-03:00 = 3.5, extra 1.0 + 0.5 = 1.5,
 #           smart 0.8, away 0, boost 0, withdrawn: the 02-09 01:00 slot.
 
@@ -140,10 +141,11 @@ EXPECTED = [
         end=utc("2026-02-08 05:30"),
         complete=True,
         fixed_offpeak_hours=6.0,
-        extra_offpeak_hours=2.0,
-        smart_kwh=12.7,
+        extra_offpeak_hours=1.5,
+        smart_kwh=12.5,
         away_kwh=7.0,
         boost_kwh=3.0,
+        other_kwh=0.2,
         slots_withdrawn=1,
     ),
     NightSummary(
@@ -156,6 +158,7 @@ EXPECTED = [
         smart_kwh=0.8,
         away_kwh=0.0,
         boost_kwh=0.0,
+        other_kwh=0.0,
         slots_withdrawn=1,
     ),
 ]
@@ -204,8 +207,10 @@ def test_without_rounding_only_the_slot_itself_counts() -> None:
 
 
 def _prepare(tmp_path: Path, now: datetime) -> tuple[Path, date]:
-    """A database whose last complete night holds the dispatches a and e of the fixture table,
-    a slot withdrawn before it started and one moved (replaced), plus a config file."""
+    """A database whose last complete night holds the dispatches a and e of the fixture table
+    as Octopus sends completed records (``meta.source`` null, the boost too), the slots ioagent
+    saw planned for them, a slot withdrawn before it started and one moved (replaced), plus a
+    config file."""
     night = night_of(now, RULES) - timedelta(days=1)
 
     def local(hh: int, mm: int) -> datetime:
@@ -218,10 +223,15 @@ def _prepare(tmp_path: Path, now: datetime) -> tuple[Path, date]:
     store.add_completed(
         ACCOUNT,
         [
-            CompletedDispatch(local(19, 30), local(20, 15), -3.5, "smart-charge", "AT_HOME"),
-            CompletedDispatch(local(17, 0), local(17, 30), -3.0, "bump-charge", "AT_HOME"),
+            CompletedDispatch(local(19, 30), local(20, 15), -3.5, None, "AT_HOME"),
+            CompletedDispatch(local(17, 0), local(17, 30), -3.0, None, "AT_HOME"),
         ],
     )
+    ran = [
+        Dispatch(local(17, 0), local(17, 30), "BOOST", 3.0),
+        Dispatch(local(19, 30), local(20, 15), "SMART", 3.5),
+    ]
+    store.save_plan(ACCOUNT, "ev", ran, local(17, 5))
     early = local(12, 0)
     store.save_plan(ACCOUNT, "dev", [Dispatch(local(18, 0), local(19, 0), "SMART", 2.0)], early)
     store.save_plan(ACCOUNT, "dev", [], early + timedelta(minutes=5))
@@ -276,8 +286,9 @@ def test_history_table_and_days(tmp_path: Path, capsys: pytest.CaptureFixture[st
     rows = [line for line in out.splitlines() if line[:4].isdigit()]
     assert len(rows) == 3
     (row,) = [line for line in rows if line.startswith(night.isoformat())]
-    # Columns: night, fixed h (5-7 depending on DST), extra h, smart, away, boost, withdrawn.
-    assert row.split()[2:] == ["1.0", "3.50", "0.00", "3.00", "1"]
+    # Columns: night, fixed h (5-7 depending on DST), extra h, smart, away, boost, other,
+    # withdrawn.
+    assert row.split()[2:] == ["1.0", "3.50", "0.00", "3.00", "0.00", "1"]
 
 
 def test_history_follows_the_device_cap_flag_when_auto(tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ from ioagent.simulator.state import (
     DEFAULT_API_KEY,
     DEFAULT_CHARGER_ID,
     DEFAULT_EV_ID,
+    MIXED_API_KEY,
+    MIXED_LIVE_EV_ID,
     SECOND_ACCOUNT,
 )
 
@@ -314,7 +316,8 @@ async def test_bad_key_exits_1_with_one_clear_line(
     assert run.code == 1
     assert run.stdout == ""
     assert run.stderr.strip().splitlines() == [
-        "ioagent dispatches: Octopus refused the API key; check octopus.api_key [KT-CT-1139]"
+        "ioagent dispatches: Octopus refused the API key; check octopus.api_key [KT-CT-1139]:"
+        " Authentication failed."
     ]
     assert bad_key not in run.stderr
 
@@ -398,3 +401,20 @@ async def test_a_closed_pipe_ends_quietly(simulator: RunningSimulator, tmp_path:
     assert "Traceback" not in text and "BrokenPipeError" not in text, text
     assert text == ""
     assert process.returncode == 141  # what a shell shows for a SIGPIPE'd program
+
+
+async def test_dispatches_asks_only_smart_chargeable_devices_for_a_plan(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    await control(simulator, "calls/reset", {})
+    config = write_config(tmp_path, simulator.graphql_url, api_key=MIXED_API_KEY)
+    run = await run_cli("--config", str(config), "--json")
+    assert run.code == 0, run.stderr
+    report = json.loads(run.stdout)
+    flags = {d["id"]: d["smart_charged"] for d in report["devices"]}
+    assert flags[MIXED_LIVE_EV_ID] is True
+    assert sorted(flags.values()) == [False, False, False, True]
+    calls = await control(simulator, "calls")
+    assert calls["by_operation"].get("flexPlannedDispatches") == 1
+    table = await run_cli("--config", str(config))
+    assert table.stdout.count("not asked (no smart charging for this device)") == 3

@@ -172,3 +172,71 @@ def test_token_repr_hides_secrets() -> None:
 def test_token_payload_without_token_is_an_error() -> None:
     with pytest.raises(KrakenError):
         token_from_payload({"token": None}, NOW)
+
+
+# --- errorDescription, KT-CT-1113, refusal reasons ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "description", "text"),
+    [
+        ("Invalid data.", "Authentication failed.", "Invalid data. Authentication failed."),
+        ("Unable to suspend", "Try later.", "Unable to suspend: Try later."),
+        ("Too many requests.", "Too many requests.", "Too many requests."),
+        ("The Kraken Token has expired.", "", "The Kraken Token has expired."),
+        ("Unauthorized.", None, "Unauthorized."),
+    ],
+)
+def test_messages_carry_the_error_description(
+    message: str, description: str | None, text: str
+) -> None:
+    extensions: dict[str, Any] = {"errorCode": "KT-CT-1139"}
+    if description is not None:
+        extensions["errorDescription"] = description
+    error = classify_error({"message": message, "extensions": extensions})
+    assert str(error).endswith(f"KT-CT-1139: {text}")
+    assert error.description == (description or None)
+
+
+def test_disabled_field_is_an_api_change() -> None:
+    error = classify_error(
+        {
+            "message": "Disabled GraphQL field requested.",
+            "path": ["completedDispatches"],
+            "extensions": {"errorCode": "KT-CT-1113"},
+        }
+    )
+    assert isinstance(error, ApiChanged)
+    assert error.field == "completedDispatches"
+    assert "KT-CT-1113" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("code", "reasons", "expected"),
+    [
+        ("KT-CT-4357", ["BC_DEVICE_NOT_AT_HOME"], ("BC_DEVICE_NOT_AT_HOME",)),
+        ("KT-CT-4357", "BC_DEVICE_DISCONNECTED", ("BC_DEVICE_DISCONNECTED",)),
+        ("KT-CT-4399", ["BC_DEVICE_RETIRED", None], ("BC_DEVICE_RETIRED",)),
+        (None, ["BC_DEVICE_SUSPENDED"], ("BC_DEVICE_SUSPENDED",)),
+    ],
+)
+def test_boost_refusal_reasons_are_read_whatever_the_code(
+    code: str | None, reasons: Any, expected: tuple[str, ...]
+) -> None:
+    error = classify_error(_error(code, boostChargeRefusalReasons=reasons))
+    assert isinstance(error, CommandRefused)
+    assert error.reasons == expected
+
+
+def test_a_schema_error_carries_the_description() -> None:
+    error = schema_error(
+        [
+            {
+                "message": "Invalid data.",
+                "extensions": {"errorCode": "KT-CT-1137", "errorDescription": "Wrong fields."},
+            }
+        ],
+        400,
+    )
+    assert "Invalid data. Wrong fields." in str(error)
+    assert error.description == "Wrong fields."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
@@ -18,6 +19,7 @@ from ioagent.kraken.types import (
     DAYS_OF_WEEK,
     SMART,
     SOURCE_BUMP,
+    UNKNOWN,
     CompletedDispatch,
     Device,
     Dispatch,
@@ -105,7 +107,9 @@ def test_completed_dispatch_nulls_and_negative_delta() -> None:
     )
     assert completed.kwh is None
     assert completed.source is None and completed.location is None
-    assert completed.type == SMART
+    # Source null says nothing: not smart until ioagent classifies it (classify_completed).
+    assert completed.type == UNKNOWN
+    assert replace(completed, kind=SMART).type == SMART
 
     bump = parse_completed(
         {

@@ -8,11 +8,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ioagent.kraken.types import AT_HOME, AWAY, BOOST, SMART, TEST, CompletedDispatch, Dispatch
+from ioagent.kraken.types import (
+    AT_HOME,
+    AWAY,
+    BOOST,
+    SMART,
+    TEST,
+    UNKNOWN,
+    CompletedDispatch,
+    Dispatch,
+)
 from ioagent.tariff.plan import (
     PlanEvent,
     apply_events,
     carry_started,
+    classify_completed,
     diff,
     drop_finished,
     event_json,
@@ -622,3 +632,63 @@ def test_located(records: list[CompletedDispatch], planned: Dispatch, expected: 
     [result] = located([planned], records)
     assert result.location == expected
     assert replace(result, location=planned.location) == planned, "only the location changes"
+
+
+# --- classify_completed: what a completed record was ---------------------------------------
+
+
+def _at(hh: int, mm: int = 0) -> datetime:
+    return datetime(2026, 2, 7, hh, mm, tzinfo=UTC)
+
+
+def _record(start: datetime, end: datetime, source: str | None = None) -> CompletedDispatch:
+    return CompletedDispatch(start, end, 1.0, source, "AT_HOME")
+
+
+@pytest.mark.parametrize(
+    ("record", "planned", "kind"),
+    [
+        # source null (as Octopus sends completed records) and a boost planned then: a boost
+        (_record(_at(17), _at(17, 30)), [Dispatch(_at(17), _at(18), "BOOST", 6.0)], "BOOST"),
+        (_record(_at(19), _at(19, 30)), [Dispatch(_at(18), _at(20), "SMART", 6.0)], "SMART"),
+        # nothing planned that overlaps: unknown, not smart
+        (_record(_at(19), _at(19, 30)), [Dispatch(_at(20), _at(21), "SMART", 6.0)], UNKNOWN),
+        (_record(_at(19), _at(19, 30)), [], UNKNOWN),
+        # a source Octopus does send wins over the plan
+        (
+            _record(_at(17), _at(17, 30), "smart-charge"),
+            [Dispatch(_at(17), _at(18), "BOOST", 1.0)],
+            "SMART",
+        ),
+        (_record(_at(3), _at(3, 30), "test-charge"), [], "TEST"),
+        (_record(_at(3), _at(3, 30), "bump-charge"), [], "BOOST"),
+        # the type with the most time in common; a tie goes to BOOST
+        (
+            _record(_at(17), _at(17, 30)),
+            [
+                Dispatch(_at(16), _at(17, 20), "SMART", 1.0),
+                Dispatch(_at(17, 20), _at(18), "BOOST", 1.0),
+            ],
+            "SMART",
+        ),
+        (
+            _record(_at(17), _at(17, 30)),
+            [
+                Dispatch(_at(16), _at(17, 15), "SMART", 1.0),
+                Dispatch(_at(17, 15), _at(18), "BOOST", 1.0),
+            ],
+            "BOOST",
+        ),
+        # a zero-length record inside a slot
+        (_record(_at(17, 10), _at(17, 10)), [Dispatch(_at(17), _at(18), "BOOST", 1.0)], "BOOST"),
+    ],
+)
+def test_classify_completed(record: CompletedDispatch, planned: list[Dispatch], kind: str) -> None:
+    [classified] = classify_completed([record], planned)
+    assert classified.kind == kind
+    assert classified.type == kind
+    assert (classified.start, classified.end, classified.source) == (
+        record.start,
+        record.end,
+        record.source,
+    )

@@ -94,7 +94,7 @@ def at(hours: float) -> datetime:
 
 async def test_state_snapshot_lists_everything_but_secrets(harness: Harness) -> None:
     snapshot = await harness.control.state()
-    assert [a["number"] for a in snapshot["accounts"]] == ["A-SIM00001", "A-SIM00002"]
+    assert [a["number"] for a in snapshot["accounts"]] == ["A-SIM00001", "A-SIM00002", "A-SIM00009"]
     ev = next(d for d in snapshot["devices"] if d["id"] == DEFAULT_EV_ID)
     assert (ev["plugged"], ev["current_state"], ev["planned"]) == (
         False,
@@ -142,12 +142,17 @@ async def test_control_errors_are_400_or_404(harness: Harness) -> None:
 
 
 async def test_completed_dispatches_are_recent_and_newest_first(harness: Harness) -> None:
-    await harness.control.add_completed(DEFAULT_ACCOUNT, at(-3), at(-2.5), 3.37)
+    await harness.control.add_completed(
+        DEFAULT_ACCOUNT, at(-3), at(-2.5), 3.37, source="smart-charge"
+    )
     await harness.control.add_completed(DEFAULT_ACCOUNT, at(-20), at(-19), 7.0)  # too old
     await harness.control.add_completed(
         DEFAULT_ACCOUNT, at(-1), at(-0.75), 1.75, source="bump-charge", location="AWAY"
     )
-    await harness.control.add_completed(DEFAULT_ACCOUNT, at(-8), at(-7), 6.5, source=None)
+    # The default source is null, as Octopus sends completed records.
+    await harness.control.add_completed(
+        DEFAULT_ACCOUNT, at(-8), at(-7), 6.5, location="UNABLE_TO_IDENTIFY"
+    )
     completed = await harness.completed()
     assert completed == [
         {
@@ -166,7 +171,7 @@ async def test_completed_dispatches_are_recent_and_newest_first(harness: Harness
             "start": "2026-07-14T09:00:00+01:00",
             "end": "2026-07-14T10:00:00+01:00",
             "delta": "-6.50",
-            "meta": {"source": None, "location": "AT_HOME"},
+            "meta": {"source": None, "location": "UNABLE_TO_IDENTIFY"},
         },
     ]
 
@@ -179,9 +184,10 @@ async def test_finished_dispatches_move_to_completed(harness: Harness) -> None:
     harness.clock.now = at(2)
     assert await harness.planned() == []
     completed = await harness.completed()
+    # As Kraken sends them: meta.source is null on completed records, boosts included.
     assert [(c["delta"], c["meta"]["source"]) for c in completed] == [
-        ("-3.50", "bump-charge"),  # BOOST without kWh: 7 kW for 30 minutes
-        ("-3.50", "smart-charge"),
+        ("-3.50", None),  # BOOST without kWh: 7 kW for 30 minutes
+        ("-3.50", None),
     ]
     assert all(c["meta"]["location"] == "AT_HOME" for c in completed)
     ev = next(d for d in (await harness.control.state())["devices"] if d["id"] == DEFAULT_EV_ID)

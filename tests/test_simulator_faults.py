@@ -174,3 +174,34 @@ async def test_clear_faults_and_bad_kinds(client: Client) -> None:
     with pytest.raises(ControlError) as refused:
         await client.control.add_fault("gremlins")
     assert refused.value.status == 400
+
+
+async def test_disabled_field_fault_has_krakens_shape(client: Client) -> None:
+    await client.control.add_fault("disabled_field", field="completedDispatches")
+    body = await client.post(ALL_THREE, VARIABLES)
+    [error] = body["errors"]
+    # Octopus's documented KT-CT-1113 answer: a code and a message, no description.
+    assert error["message"] == "Disabled GraphQL field requested."
+    assert error["extensions"]["errorCode"] == "KT-CT-1113"
+    assert "errorDescription" not in error["extensions"]
+    assert error["path"] == ["completedDispatches"]
+    assert body["data"]["devices"] == [{"id": DEFAULT_EV_ID}]
+
+
+async def test_field_faults_carry_an_error_description(client: Client) -> None:
+    await client.control.add_fault("kt_4340")
+    body = await client.post(BOTH, VARIABLES)
+    [error] = body["errors"]
+    assert error["extensions"]["errorDescription"] == "Unable to fetch planned dispatches."
+
+
+async def test_a_bad_api_key_is_answered_as_kraken_words_it(client: Client) -> None:
+    async with client.http.post(
+        client.sim.graphql_url, json={"query": LOGIN, "variables": {"key": "sk_live_wrong"}}
+    ) as response:
+        body = await response.json()
+    [error] = body["errors"]
+    assert error["message"] == "Invalid data."
+    assert error["extensions"]["errorCode"] == "KT-CT-1139"
+    assert error["extensions"]["errorDescription"] == "Authentication failed."
+    assert error["extensions"]["validationErrors"][0]["inputPath"] == ["input", "apiKey"]

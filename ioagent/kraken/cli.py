@@ -58,7 +58,10 @@ async def fetch_report(settings: Settings) -> Report:
     ) as client:
         account = await client.discover_account(octopus.account_number)
         devices = await client.devices(account)
-        result = await client.poll(account, [device.id for device in devices])
+        # Only smart-chargeable devices have plans; asking for the others' would only spend
+        # the 5-a-minute planned-dispatch limit.
+        smart = [device.id for device in devices if device.is_smart_chargeable]
+        result = await client.poll(account, smart)
         return Report(
             account=account,
             fetched_at=utc_now(),
@@ -130,6 +133,7 @@ def report_json(report: Report) -> dict[str, Any]:
                     "is_suspended": device.is_suspended,
                 },
                 "preferences": _preferences_json(device.preferences),
+                "smart_charged": device.is_smart_chargeable,
                 "planned": None if plan is None else [_dispatch_json(d) for d in plan],
             }
         )
@@ -203,7 +207,9 @@ def report_table(report: Report, zone: ZoneInfo) -> str:
             f"  preferences: {_describe_preferences(device.preferences)}",
         ]
         plan = result.planned.get(device.id)
-        if plan is None:
+        if device.id not in result.planned:
+            lines.append("  planned dispatches: not asked (no smart charging for this device)")
+        elif plan is None:
             error = result.errors.get(planned_part(device.id))
             lines.append(f"  planned dispatches: could not be read ({error})")
         elif not plan:
@@ -235,12 +241,17 @@ def report_table(report: Report, zone: ZoneInfo) -> str:
 def failure_message(exc: KrakenError, api_url: str) -> tuple[int, str]:
     """The exit code and the one line to print for a failure."""
     code = f" [{exc.code}]" if exc.code is not None else ""
+    # Kraken's own words (errorDescription), when it gave any.
+    said = f": {exc.description}" if exc.description else ""
     if isinstance(exc, AccountError):
         return EXIT_CONFIG, f"{exc}"
     if isinstance(exc, AuthFailed):
-        return EXIT_API, f"Octopus refused the API key; check octopus.api_key{code}"
+        return EXIT_API, f"Octopus refused the API key; check octopus.api_key{code}{said}"
     if isinstance(exc, RateLimited):
-        return EXIT_API, f"Octopus is rate limiting this key; try again in a few minutes{code}"
+        return (
+            EXIT_API,
+            f"Octopus is rate limiting this key; try again in a few minutes{code}{said}",
+        )
     if isinstance(exc, TransientError):
         return EXIT_API, f"cannot get an answer from the Kraken API at {api_url}: {exc}"
     if isinstance(exc, ApiChanged):

@@ -246,7 +246,7 @@ class KrakenClient:
             _log.info(
                 "kraken_poll_partial",
                 account=account,
-                failed={part: type(exc).__name__ for part, exc in errors.items()},
+                failed={part: f"{type(exc).__name__}: {exc}" for part, exc in errors.items()},
             )
         return PollResult(devices=devices, planned=planned, completed=completed, errors=errors)
 
@@ -313,7 +313,7 @@ class KrakenClient:
         except (AuthFailed, RateLimited, TransientError, ApiChanged, CommandRefused):
             raise
         except KrakenError as exc:
-            raise CommandRefused(exc.message, code=exc.code) from None
+            raise CommandRefused(exc.message, code=exc.code, description=exc.description) from None
 
 
 def _schedule_values(

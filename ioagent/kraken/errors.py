@@ -25,16 +25,25 @@ BOOST_REFUSED_CODE = "KT-CT-4357"
 COMMAND_REFUSED_CODES = frozenset(
     {BOOST_REFUSED_CODE, "KT-CT-4313", "KT-CT-4314", "KT-CT-4358", "KT-CT-4359", "KT-CT-4387"}
 )
+DISABLED_FIELD_CODE = "KT-CT-1113"
+"""A field Octopus switched off: the query no longer works, like a schema HTTP 400."""
 
 _MAX_SERVER_TEXT = 300
 
 
 class KrakenError(Exception):
-    """Any failure talking to the Kraken API. ``code`` is the errorCode or HTTP status."""
+    """Any failure talking to the Kraken API. ``code`` is the errorCode or HTTP status.
 
-    def __init__(self, message: str, *, code: str | int | None = None) -> None:
+    The message already carries Kraken's ``errorDescription`` when there was one;
+    ``description`` keeps it on its own as well.
+    """
+
+    def __init__(
+        self, message: str, *, code: str | int | None = None, description: str | None = None
+    ) -> None:
         super().__init__(redact(message))
         self.code = code
+        self.description = redact(description) if description else None
 
     @property
     def message(self) -> str:
@@ -57,9 +66,14 @@ class ApiChanged(KrakenError):
     """The API rejected the query itself (HTTP 400): a field ioagent uses was removed or renamed."""
 
     def __init__(
-        self, message: str, *, code: str | int | None = None, field: str | None = None
+        self,
+        message: str,
+        *,
+        code: str | int | None = None,
+        field: str | None = None,
+        description: str | None = None,
     ) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code, description=description)
         self.field = field
 
 
@@ -67,9 +81,14 @@ class CommandRefused(KrakenError):
     """A mutation was refused; ``reasons`` holds e.g. boostChargeRefusalReasons."""
 
     def __init__(
-        self, message: str, *, code: str | int | None = None, reasons: Iterable[str] = ()
+        self,
+        message: str,
+        *,
+        code: str | int | None = None,
+        reasons: Iterable[str] = (),
+        description: str | None = None,
     ) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code, description=description)
         self.reasons = tuple(reasons)
 
 
@@ -93,6 +112,31 @@ def error_code(error: Mapping[str, Any]) -> str | None:
         if isinstance(code, str):
             return code
     return None
+
+
+def error_description(error: Mapping[str, Any]) -> str | None:
+    """Kraken's ``extensions.errorDescription`` (the readable text), shortened and secret-free;
+    None when the error has none or an empty one."""
+    extensions = error.get("extensions")
+    if isinstance(extensions, Mapping):
+        description = extensions.get("errorDescription")
+        if isinstance(description, str) and description.strip():
+            return server_text(description)
+    return None
+
+
+def error_text(error: Mapping[str, Any]) -> str:
+    """``message`` followed by ``errorDescription`` when it adds something.
+
+    Kraken's ``message`` is often just "Invalid data."; the description says what was wrong.
+    """
+    message = server_text(error.get("message") or "no message")
+    description = error_description(error)
+    if description is None or description == message:
+        return message
+    if message.endswith((".", "!", "?")):
+        return f"{message} {description}"
+    return f"{message}: {description}"
 
 
 def error_path_key(error: Mapping[str, Any]) -> str | None:
@@ -122,18 +166,19 @@ def field_from_message(message: str) -> str | None:
 
 def schema_error(errors: Iterable[Any], status: int) -> ApiChanged:
     """HTTP 400 from the API: the query no longer matches the schema."""
-    messages = [
-        server_text(error.get("message", ""))
-        for error in errors
-        if isinstance(error, Mapping) and error.get("message")
-    ]
-    field = next((f for f in map(field_from_message, messages) if f), None)
+    usable = [error for error in errors if isinstance(error, Mapping) and error.get("message")]
+    messages = [error_text(error) for error in usable]
+    field = next(
+        (f for f in (field_from_message(server_text(e["message"])) for e in usable) if f), None
+    )
     detail = "; ".join(messages[:3]) or "no message"
     named = f" (field {field!r})" if field else ""
+    descriptions = [d for d in map(error_description, usable) if d]
     return ApiChanged(
         f"Kraken API rejected the query{named}; the API may have changed: {detail}",
         code=status,
         field=field,
+        description=descriptions[0] if descriptions else None,
     )
 
 
@@ -150,19 +195,31 @@ def _refusal_reasons(error: Mapping[str, Any]) -> list[str]:
 
 
 def classify_error(error: Mapping[str, Any]) -> KrakenError:
-    """Map one GraphQL error object onto the exception hierarchy."""
+    """Map one GraphQL error object onto the exception hierarchy.
+
+    Boost refusal reasons are read whatever the code: Octopus documents them with KT-CT-4357,
+    but a refusal that lists reasons under another code is still a refusal with reasons.
+    """
     code = error_code(error)
-    text = server_text(error.get("message") or "no message")
+    description = error_description(error)
     where = error_path_key(error)
     located = f" ({where})" if where else ""
     label = f"{code}: " if code else ""
-    message = f"Kraken API error{located}: {label}{text}"
+    message = f"Kraken API error{located}: {label}{error_text(error)}"
     if code == BAD_API_KEY or code in REFRESH_TOKEN_CODES or code in REAUTH_CODES:
-        return AuthFailed(message, code=code)
+        return AuthFailed(message, code=code, description=description)
     if code == RATE_LIMIT_CODE:
-        return RateLimited(message, code=code)
+        return RateLimited(message, code=code, description=description)
     if code in TRANSIENT_CODES:
-        return TransientError(message, code=code)
-    if code in COMMAND_REFUSED_CODES:
-        return CommandRefused(message, code=code, reasons=_refusal_reasons(error))
-    return KrakenError(message, code=code)
+        return TransientError(message, code=code, description=description)
+    if code == DISABLED_FIELD_CODE:
+        return ApiChanged(
+            f"{message}; Octopus switched this field off, the API has changed",
+            code=code,
+            field=where,
+            description=description,
+        )
+    reasons = _refusal_reasons(error)
+    if code in COMMAND_REFUSED_CODES or reasons:
+        return CommandRefused(message, code=code, reasons=reasons, description=description)
+    return KrakenError(message, code=code, description=description)

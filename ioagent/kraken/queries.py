@@ -69,7 +69,7 @@ mutation SetDevicePreferences($input: SmartFlexDevicePreferencesInput!) {
 """
 
 UPDATE_BOOST = """
-mutation UpdateBoostCharge($input: UpdateBoostChargeInput!) {
+mutation UpdateBoostCharge($input: UpdateBoostChargeInput) {
   updateBoostCharge(input: $input) { id }
 }
 """

@@ -212,7 +212,9 @@ class TokenSource:
                 return token
             except AuthFailed as exc:
                 # KT-CT-1134/1135 (expired/invalid refresh token), or any refusal of it.
-                _log.info("kraken_refresh_token_refused", code=exc.code)
+                _log.info(
+                    "kraken_refresh_token_refused", code=exc.code, description=exc.description
+                )
         return await self._login()
 
     async def _login(self) -> Token:
@@ -220,8 +222,12 @@ class TokenSource:
             payload = await self._obtain({"APIKey": self._api_key.get_secret_value()})
         except AuthFailed as exc:
             self._token = None
+            # Kraken's own reason ("Authentication failed.") is in the description.
+            reason = f": {exc.description}" if exc.description else ""
             raise AuthFailed(
-                "Octopus refused the API key (check octopus.api_key)", code=exc.code or BAD_API_KEY
+                f"Octopus refused the API key (check octopus.api_key){reason}",
+                code=exc.code or BAD_API_KEY,
+                description=exc.description,
             ) from None
         token = token_from_payload(payload, self._clock())
         self._token = token

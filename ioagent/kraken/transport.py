@@ -26,6 +26,7 @@ from ioagent.kraken.errors import (
     TransientError,
     classify_error,
     error_code,
+    error_description,
     error_path_key,
     schema_error,
     server_text,
@@ -83,12 +84,16 @@ def operation_name(query: str) -> str:
     return match.group(1) if match else "anonymous"
 
 
-def _auth_error_code(errors: list[dict[str, Any]]) -> str | None:
+def _auth_error(errors: list[dict[str, Any]]) -> dict[str, Any] | None:
     for error in errors:
-        code = error_code(error)
-        if code in REAUTH_CODES:
-            return code
+        if error_code(error) in REAUTH_CODES:
+            return error
     return None
+
+
+def _auth_error_code(errors: list[dict[str, Any]]) -> str | None:
+    error = _auth_error(errors)
+    return error_code(error) if error is not None else None
 
 
 class Transport:
@@ -213,11 +218,14 @@ class Transport:
         if status == 401 or (status == 200 and _auth_error_code(errors)):
             if retrying_auth:
                 return None
+            refused = _auth_error(errors)
             code = _auth_error_code(errors) or status
-            message = f"Kraken API refused a fresh token ({name}, {code})"
+            description = error_description(refused) if refused is not None else None
+            detail = f": {description}" if description else ""
+            message = f"Kraken API refused a fresh token ({name}, {code}){detail}"
             if code in _PERSISTENT_REAUTH or status == 401:
-                raise AuthFailed(message, code=code)
-            raise TransientError(message, code=code)
+                raise AuthFailed(message, code=code, description=description)
+            raise TransientError(message, code=code, description=description)
         if status == 400:
             if errors:
                 raise schema_error(errors, status)
@@ -248,6 +256,7 @@ class Transport:
                         "code": error_code(e),
                         "path": error_path_key(e),
                         "message": server_text(e.get("message", "")),
+                        "description": error_description(e),
                     }
                     for e in errors[:5]
                 ],

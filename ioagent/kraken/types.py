@@ -24,14 +24,27 @@ _T = TypeVar("_T")
 SMART = "SMART"
 BOOST = "BOOST"
 TEST = "TEST"
+UNKNOWN = "UNKNOWN"
+"""The type of a completed dispatch that says nothing (source null) and that ioagent saw no
+planned slot for: not counted as smart, boost or test."""
 
 # Locations (completedDispatches.meta.location); None means unknown and counts as home.
 AT_HOME = "AT_HOME"
 AWAY = "AWAY"
+UNABLE_TO_IDENTIFY = "UNABLE_TO_IDENTIFY"
+"""Octopus could not tell where the car was; kept as sent (its billing belongs to the tariff)."""
 
-# Sources (completedDispatches.meta.source); None counts as smart.
+# Sources (completedDispatches.meta.source). Kraken fills it for planned dispatches only, so on
+# completed records it is almost always null, boosts included: see classify_completed.
 SOURCE_SMART = "smart-charge"
 SOURCE_BUMP = "bump-charge"
+SOURCE_TEST = "test-charge"
+SOURCE_TYPES = {SOURCE_SMART: SMART, SOURCE_BUMP: BOOST, SOURCE_TEST: TEST}
+
+# Devices (devices.deviceType, devices.status.current)
+ELECTRIC_VEHICLES = "ELECTRIC_VEHICLES"
+"""Cars and charge points alike: Kraken has no CHARGE_POINTS device type."""
+LIVE = "LIVE"
 
 DAYS_OF_WEEK = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
 
@@ -51,17 +64,27 @@ class Dispatch:
 
 @dataclass(frozen=True, slots=True)
 class CompletedDispatch:
-    """A dispatch that has happened, from ``completedDispatches`` (per account)."""
+    """A dispatch that has happened, from ``completedDispatches`` (per account).
+
+    ``kind`` is what ioagent classified it as from the slots it saw planned for that time
+    (``ioagent.tariff.plan.classify_completed``); None until classified.
+    """
 
     start: datetime
     end: datetime
     kwh: float | None
     source: str | None
     location: str | None
+    kind: str | None = None
 
     @property
     def type(self) -> str:
-        return BOOST if self.source == SOURCE_BUMP else SMART
+        """SMART, BOOST or TEST from the source Octopus sent, else from the classification;
+        UNKNOWN when neither says."""
+        from_source = SOURCE_TYPES.get(self.source or "")
+        if from_source is not None:
+            return from_source
+        return self.kind or UNKNOWN
 
     def as_dispatch(self) -> Dispatch:
         return Dispatch(
@@ -131,7 +154,16 @@ class Device:
 
     @property
     def is_live(self) -> bool:
-        return self.status_current == "LIVE"
+        return self.status_current == LIVE
+
+    @property
+    def is_smart_chargeable(self) -> bool:
+        """An EV or charge point that is live: the only devices with planned dispatches.
+
+        Retired registrations, batteries, heat pumps and storage heaters are listed too, but
+        polling their plans would only spend the 5-a-minute planned-dispatch budget.
+        """
+        return self.device_type == ELECTRIC_VEHICLES and self.is_live
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +182,8 @@ class Token:
 # skip such items with a warning, so one bad slot never hides the rest of the plan.
 
 DISPATCH_TYPES = frozenset({SMART, BOOST, TEST})
-LOCATIONS = frozenset({AT_HOME, AWAY})
-SOURCES = frozenset({SOURCE_SMART, SOURCE_BUMP})
+LOCATIONS = frozenset({AT_HOME, AWAY, UNABLE_TO_IDENTIFY})
+SOURCES = frozenset(SOURCE_TYPES)
 DEVICE_STATES = (
     "AUTHENTICATION_PENDING",
     "AUTHENTICATION_FAILED",

@@ -30,7 +30,9 @@ from ioagent.store.database import watching_since_key
 from ioagent.tariff.plan import (
     DEFAULT_KEEP,
     PlanEvent,
+    PlannedSlot,
     carry_started,
+    classify_completed,
     diff,
     drop_finished,
     event_json,
@@ -47,6 +49,8 @@ ACTIVE_STATES = frozenset({"SMART_CONTROL_IN_PROGRESS", "BOOSTING"})
 KEEP_FINISHED = DEFAULT_KEEP  # the cap needs the earlier slots of the tariff day
 TRANSITIONS_HORIZON = timedelta(hours=24)
 SOON = timedelta(hours=1)
+CLASSIFY_LOOKBACK = timedelta(hours=24)
+"""How long before a completed record a slot that made it may have started."""
 COMPLETED_WINDOW = timedelta(hours=12)
 """About what ``completedDispatches`` returns, and so what ``dispatches/completed`` lists."""
 
@@ -158,13 +162,22 @@ class AccountAgent:
 
     # ----- derived state -----
     @property
+    def smart_devices(self) -> list[Device]:
+        """The devices Octopus can smart-charge (live EVs and charge points): the only ones
+        whose planned dispatches are polled and that commands act on."""
+        return [device for device in self.devices if device.is_smart_chargeable]
+
+    @property
     def device_ids(self) -> list[str]:
-        return [device.id for device in self.devices]
+        """Ids of :attr:`smart_devices`, in the order Octopus lists them."""
+        return [device.id for device in self.smart_devices]
 
     @property
     def primary_device(self) -> Device | None:
+        """The device the ``device`` topics describe: the first smart-chargeable one, else the
+        first live one, else the first listed."""
         live = [device for device in self.devices if device.is_live]
-        candidates = live or self.devices
+        candidates = self.smart_devices or live or self.devices
         return candidates[0] if candidates else None
 
     @property
@@ -187,7 +200,7 @@ class AccountAgent:
 
     def is_active(self, now: datetime) -> bool:
         """Something is happening: charging, boosting, or a slot starts within the hour."""
-        if any(device.current_state in ACTIVE_STATES for device in self.devices):
+        if any(device.current_state in ACTIVE_STATES for device in self.smart_devices):
             return True
         return any(slot.start <= now + SOON and slot.end > now for slot in self.plan)
 
@@ -231,7 +244,7 @@ class AccountAgent:
         await self._put(t.transitions, json.dumps(upcoming))
         boosting = any(
             slot.type == BOOST and slot.start <= now < slot.end for slot in self.plan
-        ) or any(device.current_state == "BOOSTING" for device in self.devices)
+        ) or any(device.current_state == "BOOSTING" for device in self.smart_devices)
         if self.devices:
             await self._put(t.boost, "on" if boosting else "off")
         return state
@@ -255,16 +268,10 @@ class AccountAgent:
             t.device,
             json.dumps(
                 {
-                    "id": device.id,
-                    "type": device.typename,
-                    "device_type": device.device_type,
-                    "provider": device.provider,
-                    "make": device.make,
-                    "model": device.model,
-                    "status": device.status_current,
-                    "state": device.current_state,
-                    "suspended": device.is_suspended,
+                    **_device_json(device),
                     "device_ids": self.device_ids,
+                    # Every device on the account, the ones without smart charging included.
+                    "devices": [_device_json(d) for d in self.devices],
                 },
                 sort_keys=True,
             ),
@@ -342,14 +349,27 @@ class AccountAgent:
                 self.have_plan = True
         # The first publish after a restart must not replace the completed list with "[]".
         now = self.clock()
-        self.completed = await self.store.completed_between(
-            self.account, now - COMPLETED_WINDOW, now
+        self.completed = await self._classified(
+            await self.store.completed_between(self.account, now - COMPLETED_WINDOW, now)
         )
         if restored or self.health.last_success is not None:
             # The last known API state and the data's age; a new install says nothing until its
             # first poll rather than claim "ok" for an API it has not reached yet.
             await self.publish_api()
         return restored
+
+    async def _classified(self, completed: Sequence[CompletedDispatch]) -> list[CompletedDispatch]:
+        """``completed`` typed by the slots this account was seen to plan (see
+        :func:`classify_completed`): the plans held now, and the store's record of slots that ran
+        (a boost dropped from the plan once it started is only there)."""
+        if not completed:
+            return []
+        planned: list[PlannedSlot] = [slot for slots in self.plans.values() for slot in slots]
+        if self.store is not None:
+            start = min(c.start for c in completed) - CLASSIFY_LOOKBACK
+            end = max(c.end for c in completed)
+            planned.extend(await self.store.ran_between(self.account, start, end))
+        return classify_completed(completed, planned)
 
     # ----- polling -----
     async def list_devices(self) -> KrakenError | None:
@@ -387,8 +407,8 @@ class AccountAgent:
         events: list[PlanEvent] = []
         devices_changed = False
         if result.devices is not None:
-            devices_changed = (
-                not self.devices_listed or [d.id for d in result.devices] != self.device_ids
+            devices_changed = not self.devices_listed or _device_keys(result.devices) != (
+                _device_keys(self.devices)
             )
             self.devices = list(result.devices)
             self.devices_listed = True
@@ -410,9 +430,9 @@ class AccountAgent:
             if self.devices and device_id not in self.device_ids:
                 del self.plans[device_id]
         if result.completed is not None:
-            self.completed = list(result.completed)
             if self.store is not None:
-                await self.store.add_completed(self.account, self.completed)
+                await self.store.add_completed(self.account, result.completed)
+            self.completed = await self._classified(result.completed)
         if any(plan is not None for plan in result.planned.values()):
             self.have_plan = True
         self.polled = True
@@ -476,6 +496,26 @@ class AccountAgent:
             keeping="last known plan",
         )
         await self.publish_api()
+
+
+def _device_keys(devices: Sequence[Device]) -> list[tuple[str, bool]]:
+    """What makes the device list "changed": ids, and which of them can be smart-charged."""
+    return [(device.id, device.is_smart_chargeable) for device in devices]
+
+
+def _device_json(device: Device) -> dict[str, object]:
+    return {
+        "id": device.id,
+        "type": device.typename,
+        "device_type": device.device_type,
+        "provider": device.provider,
+        "make": device.make,
+        "model": device.model,
+        "status": device.status_current,
+        "state": device.current_state,
+        "suspended": device.is_suspended,
+        "smart_charged": device.is_smart_chargeable,
+    }
 
 
 def _upcoming(plan: Sequence[Dispatch], now: datetime) -> list[Dispatch]:

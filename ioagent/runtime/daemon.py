@@ -421,7 +421,7 @@ class Daemon:
         current = discovery_messages(
             self.topics,
             account=self.agent.account,
-            devices=self.agent.devices,
+            devices=self.agent.smart_devices,  # a battery or a retired EV gets no car controls
             settings=ha,
             sw_version=__version__,
             read_only=self.settings.mqtt.read_only,

@@ -211,7 +211,8 @@ class Poller:
             log.debug("poll_skipped_backoff", until=iso_z(self.backoff_until or now))
             return
         if not self.agent.devices:
-            # The poll sends one planned-dispatch query per device: know them to price it.
+            # The poll sends one planned-dispatch query per smart-chargeable device: know the
+            # devices to price it.
             error = await self.agent.list_devices()
             if error is not None:
                 await self._finish(PollOutcome(ok=False, error=error))
@@ -247,8 +248,10 @@ class Poller:
             await self.on_polled(outcome)
 
     def _cost(self) -> int:
-        """Planned-dispatch queries in one poll: one per device (at least one, to be safe)."""
-        return max(1, len(self.agent.devices))
+        """Planned-dispatch queries in one poll: one per smart-chargeable device (at least one,
+        to be safe). Batteries, heat pumps and retired registrations cost nothing: they are not
+        asked for a plan."""
+        return max(1, len(self.agent.device_ids))
 
     def _spend_on_retry(self) -> bool:
         """A retry after a refused token is one more query: only if the budget allows it."""

@@ -113,7 +113,7 @@ class SimulatorControl:
         start: datetime | str,
         end: datetime | str,
         kwh: float,
-        source: str | None = "smart-charge",
+        source: str | None = None,
         location: str | None = "AT_HOME",
     ) -> None:
         body = {

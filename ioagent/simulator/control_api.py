@@ -137,7 +137,8 @@ async def clear_dispatches(request: web.Request) -> web.StreamResponse:
 
 async def add_completed(request: web.Request) -> web.StreamResponse:
     state, body = _state(request), await _body(request)
-    source = body.get("source", "smart-charge")
+    # Kraken sends meta.source null on completed records: that is the default here too.
+    source = body.get("source")
     location = body.get("location", "AT_HOME")
     if source is not None and not isinstance(source, str):
         raise BadRequest("'source' must be a string or null")

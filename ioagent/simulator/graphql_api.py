@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, time
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -21,13 +22,17 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLEnumType,
     GraphQLError,
     GraphQLObjectType,
     GraphQLResolveInfo,
+    GraphQLScalarType,
     GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    StringValueNode,
+    ValueNode,
     build_schema,
     execute,
     parse,
@@ -44,6 +49,7 @@ from ioagent.simulator.state import (
     SimDispatch,
     SimulatorState,
     TokenGrant,
+    authentication_failed,
     unauthorized,
 )
 
@@ -108,6 +114,11 @@ class RequestContext:
             )
         if fault.kind == "partial" and field_name == fault.field:
             return KrakenError("KT-CT-7899", "An internal error occurred.", "INTERNAL")
+        if fault.kind == "disabled_field" and field_name == fault.field:
+            # Octopus's documented shape: a code and a message, no description.
+            return KrakenError(
+                "KT-CT-1113", "Disabled GraphQL field requested.", "VALIDATION", description=None
+            )
         return None
 
 
@@ -151,6 +162,11 @@ def _device_data(device: SimDevice) -> dict[str, Any]:
         "make": device.make,
         "model": device.model,
         "status": {
+            "__typename": (
+                "SmartFlexVehicleStatus"
+                if device.typename == "SmartFlexVehicle"
+                else "SmartFlexDeviceStatus"
+            ),
             "current": device.status_current,
             "currentState": device.current_state,
             "isSuspended": device.is_suspended,
@@ -160,6 +176,7 @@ def _device_data(device: SimDevice) -> dict[str, Any]:
             "mode": preferences.mode,
             "targetType": preferences.target_type,
             "unit": preferences.unit,
+            "gridExport": preferences.grid_export,
             "isChargingDurationCapped": preferences.charging_duration_capped,
             "schedules": [
                 {
@@ -237,7 +254,7 @@ def _obtain_token(context: RequestContext, input: dict[str, Any]) -> dict[str, A
     elif refresh_token:
         grant = state.obtain_token_with_refresh(refresh_token)
     else:
-        raise KrakenError("KT-CT-1139", "Authentication failed.", "VALIDATION")
+        raise authentication_failed()
     context.account = grant.payload["accounts"][0]
     return _token_data(grant)
 
@@ -248,7 +265,14 @@ def _set_preferences(context: RequestContext, input: dict[str, Any]) -> dict[str
     return _device_data(device)
 
 
-def _boost(context: RequestContext, input: dict[str, Any]) -> dict[str, Any]:
+def _boost(context: RequestContext, input: dict[str, Any] | None = None) -> dict[str, Any]:
+    if input is None:
+        # The argument is nullable in Kraken's schema; without it there is nothing to act on.
+        raise KrakenError(
+            "KT-CT-1137",
+            "Invalid data.",
+            description="Please provide the right combination of input fields.",
+        )
     device = context.state.owned_device(context.require_accounts(), input["deviceId"])
     if input["action"] == "BOOST":
         context.state.boost(device)
@@ -266,12 +290,102 @@ def _smart_control(context: RequestContext, input: dict[str, Any]) -> dict[str, 
     return _device_data(device)
 
 
+# --- scalars --------------------------------------------------------------------------------------
+# Output values pass through: resolvers hand them the exact strings the live API sends. Input
+# values are checked the way Kraken's graphene scalars check them, so a malformed variable is
+# refused before any resolver runs (HTTP 400, as a schema error).
+
+
+def _literal(node: ValueNode, _variables: Any = None) -> Any:
+    if isinstance(node, StringValueNode):
+        return node.value
+    raise GraphQLError("Expected a string literal.")
+
+
+def _parse_decimal(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise GraphQLError(f"Decimal cannot represent value: {value!r}")
+    try:
+        parsed = Decimal(str(value).strip())
+    except ArithmeticError:
+        raise GraphQLError(f"Decimal cannot represent value: {value!r}") from None
+    if not parsed.is_finite():
+        raise GraphQLError(f"Decimal cannot represent value: {value!r}")
+    return parsed
+
+
+def _parse_time(value: Any) -> str:
+    if not isinstance(value, str):
+        raise GraphQLError(f"Time cannot represent value: {value!r}")
+    try:
+        time.fromisoformat(value)
+    except ValueError:
+        raise GraphQLError(f"Time cannot represent value: {value!r}") from None
+    return value
+
+
+def _parse_datetime(value: Any) -> str:
+    if not isinstance(value, str):
+        raise GraphQLError(f"DateTime cannot represent value: {value!r}")
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise GraphQLError(f"DateTime cannot represent value: {value!r}") from None
+    return value
+
+
+def _install_scalar(schema: GraphQLSchema, name: str, parse: Callable[[Any], Any]) -> None:
+    scalar = schema.type_map[name]
+    assert isinstance(scalar, GraphQLScalarType)
+
+    def parse_literal(node: ValueNode, *_: Any) -> Any:
+        return parse(_literal(node))
+
+    # graphql-core 3.2 calls parse_value/parse_literal, 3.3 the coerce_input_* names.
+    for attribute, function in (
+        ("parse_value", parse),
+        ("coerce_input_value", parse),
+        ("parse_literal", parse_literal),
+        ("coerce_input_literal", parse_literal),
+    ):
+        setattr(scalar, attribute, function)
+
+
+def _pass_new_enum_values(schema: GraphQLSchema) -> None:
+    """Let the simulator *send* an enum value its schema does not list yet.
+
+    Octopus adds enum values over time (a new device state, a new device type); the live API
+    then sends them. Tests emulate that by setting such a value in the state. Input stays
+    strict: a request with an unknown enum value is refused as the live API refuses it.
+    """
+    for graphql_type in schema.type_map.values():
+        if not isinstance(graphql_type, GraphQLEnumType) or graphql_type.name.startswith("__"):
+            continue
+        # graphql-core 3.2 serializes with serialize, 3.3 with coerce_output_value.
+        for attribute in ("serialize", "coerce_output_value"):
+            strict = getattr(graphql_type, attribute, None)
+            if strict is None:
+                continue
+
+            def lenient(value: Any, strict: Callable[[Any], Any] = strict) -> Any:
+                try:
+                    return strict(value)
+                except GraphQLError:
+                    if isinstance(value, str):
+                        return value
+                    raise
+
+            setattr(graphql_type, attribute, lenient)
+
+
 @cache
 def kraken_schema() -> GraphQLSchema:
-    """The executable schema: the SDL file with this module's resolvers attached."""
+    """The executable schema: the SDL file with this module's resolvers and scalars attached."""
     schema = build_schema(SCHEMA_PATH.read_text(encoding="utf-8"))
-    # DateTime and Decimal keep the SDL's pass-through serializers: resolvers hand them the
-    # exact strings the live API sends.
+    _install_scalar(schema, "Decimal", _parse_decimal)
+    _install_scalar(schema, "Time", _parse_time)
+    _install_scalar(schema, "DateTime", _parse_datetime)
+    _pass_new_enum_values(schema)
     resolvers: dict[str, dict[str, Resolver]] = {
         "Query": {
             "viewer": _viewer,
@@ -377,6 +491,12 @@ async def handle_graphql(request: web.Request) -> web.StreamResponse:
         operation_name=operation_name if isinstance(operation_name, str) else None,
     )
     result = outcome if isinstance(outcome, ExecutionResult) else await outcome
+    if result.errors and any(not error.path for error in result.errors):
+        # Errors that belong to no field (a variable of the wrong type, a missing required
+        # input field, an unknown enum value) fail the whole request before it runs, and Kraken
+        # (graphene-django) answers those with HTTP 400 and no data, like a schema error.
+        state.record_call(fields, context.account, 400, at=received_at)
+        return _json_errors(400, [dict(error.formatted) for error in result.errors])
     payload: dict[str, Any] = {"data": result.data}
     if result.errors:
         payload["errors"] = [error.formatted for error in result.errors]

@@ -29,6 +29,13 @@ DEFAULT_DEVICE_ID = DEFAULT_EV_ID
 SECOND_ACCOUNT = "A-SIM00002"
 SECOND_API_KEY = "sk_live_ioagentSimulatorKey00002"
 DEFAULT_CHARGER_ID = "00000000-5117-4e0a-9c1d-000000000002"
+MIXED_ACCOUNT = "A-SIM00009"
+"""An account as real accounts often are: one live EV among devices without smart charging."""
+MIXED_API_KEY = "sk_live_ioagentSimulatorKey00009"
+MIXED_LIVE_EV_ID = "00000000-5117-4e0a-9c1d-000000000031"
+MIXED_RETIRED_EV_ID = "00000000-5117-4e0a-9c1d-000000000032"
+MIXED_BATTERY_ID = "00000000-5117-4e0a-9c1d-000000000033"
+MIXED_HEAT_PUMP_ID = "00000000-5117-4e0a-9c1d-000000000034"
 DEFAULT_TARGET_PERCENT = 80.0
 DEFAULT_READY_BY = time(7, 30)
 DEFAULT_SOC_PERCENT = 30.0
@@ -47,10 +54,9 @@ FAULT_KINDS = (
     "partial",
     "schema_400",
     "auth_error",
+    "disabled_field",
 )
-FIELD_FAULTS = ("kt_4340", "partial")
-SOURCE_SMART = "smart-charge"
-SOURCE_BUMP = "bump-charge"
+FIELD_FAULTS = ("kt_4340", "partial", "disabled_field")
 
 DEFAULT_JWT_LIFETIME = timedelta(hours=1)
 """Kraken's JWTs live 60 minutes."""
@@ -62,25 +68,51 @@ CALL_LOG_LIMIT = 500
 ISSUER = "https://api.octopus.energy/v1/graphql/"
 
 
+class _SameAsMessage:
+    """Marker: the error's ``errorDescription`` repeats its message."""
+
+
+SAME_AS_MESSAGE = _SameAsMessage()
+
+
 class KrakenError(Exception):
-    """An error the live API returns inside the GraphQL ``errors`` array."""
+    """An error the live API returns inside the GraphQL ``errors`` array.
+
+    Kraken's shape: ``message`` is often generic ("Invalid data.") and the readable text is in
+    ``extensions.errorDescription``; a few errors carry no description at all (None here).
+    """
 
     def __init__(
-        self, code: str, message: str, error_type: str = "VALIDATION", **extra: Any
+        self,
+        code: str,
+        message: str,
+        error_type: str = "VALIDATION",
+        *,
+        description: str | _SameAsMessage | None = SAME_AS_MESSAGE,
+        **extra: Any,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.error_type = error_type
+        self.description = message if isinstance(description, _SameAsMessage) else description
         self.extra = extra
 
     def extensions(self) -> dict[str, Any]:
-        return {
-            "errorType": self.error_type,
-            "errorCode": self.code,
-            "errorDescription": self.message,
-            **self.extra,
-        }
+        extensions: dict[str, Any] = {"errorType": self.error_type, "errorCode": self.code}
+        if self.description is not None:
+            extensions["errorDescription"] = self.description
+        return {**extensions, **self.extra}
+
+
+def authentication_failed() -> KrakenError:
+    """KT-CT-1139 as the live API words it: a generic message, the reason in the description."""
+    return KrakenError(
+        "KT-CT-1139",
+        "Invalid data.",
+        description="Authentication failed.",
+        validationErrors=[{"message": "Authentication failed.", "inputPath": ["input", "apiKey"]}],
+    )
 
 
 def unauthorized() -> KrakenError:
@@ -103,6 +135,7 @@ class SimPreferences:
     target_type: str = "RELATIVE_STATE_OF_CHARGE"
     unit: str = "PERCENTAGE"
     charging_duration_capped: str = "ENABLED"
+    grid_export: str = "NOT_APPLICABLE"
 
 
 @dataclass
@@ -186,6 +219,72 @@ def default_schedules(
     return [SimSchedule(day, ready_by, target) for day in DAYS_OF_WEEK]
 
 
+def add_mixed_account(state: SimulatorState) -> None:
+    """:data:`MIXED_ACCOUNT`: a live EV, the retired registration of an earlier EV, a home
+    battery and a heat pump. Only the live EV can be smart-charged."""
+    state.add_account(MIXED_ACCOUNT, MIXED_API_KEY)
+    state.add_device(
+        SimDevice(
+            id=MIXED_LIVE_EV_ID,
+            account=MIXED_ACCOUNT,
+            typename="SmartFlexVehicle",
+            provider="BMW",
+            device_type="ELECTRIC_VEHICLES",
+            make="BMW",
+            model="i4",
+            preferences=SimPreferences(default_schedules()),
+        )
+    )
+    state.add_device(
+        SimDevice(
+            id=MIXED_RETIRED_EV_ID,
+            account=MIXED_ACCOUNT,
+            typename="SmartFlexVehicle",
+            provider="TESLA",
+            device_type="ELECTRIC_VEHICLES",
+            make="Tesla",
+            model="Model S",
+            preferences=SimPreferences(default_schedules()),
+            status_current="RETIRED",
+            current_state="RETIRED",
+        )
+    )
+    state.add_device(
+        SimDevice(
+            id=MIXED_BATTERY_ID,
+            account=MIXED_ACCOUNT,
+            typename="SmartFlexDevice",
+            provider="GIVENERGY",
+            device_type="BATTERIES",
+            make="",
+            model="",
+            preferences=SimPreferences(
+                default_schedules(), target_type="ABSOLUTE_STATE_OF_CHARGE", grid_export="ENABLED"
+            ),
+            current_state="SMART_CONTROL_CAPABLE",
+        )
+    )
+    state.add_device(
+        SimDevice(
+            id=MIXED_HEAT_PUMP_ID,
+            account=MIXED_ACCOUNT,
+            typename="SmartFlexDevice",
+            provider="DAIKIN",
+            device_type="HEAT_PUMPS",
+            make="",
+            model="",
+            preferences=SimPreferences(
+                default_schedules(21.0),
+                mode="HEAT",
+                target_type="ABSOLUTE_TEMPERATURE",
+                unit="CELSIUS",
+                charging_duration_capped="NOT_APPLICABLE",
+            ),
+            current_state="SMART_CONTROL_CAPABLE",
+        )
+    )
+
+
 def _parse_schedule_time(text: str) -> time:
     try:
         parsed = time.fromisoformat(text)
@@ -260,12 +359,14 @@ class SimulatorState:
                 account=SECOND_ACCOUNT,
                 typename="SmartFlexChargePoint",
                 provider="OHME",
-                device_type="CHARGE_POINTS",
+                # A charge point reports ELECTRIC_VEHICLES: Kraken has no CHARGE_POINTS type.
+                device_type="ELECTRIC_VEHICLES",
                 make="Ohme",
                 model="Home Pro",
                 preferences=SimPreferences(default_schedules(90.0, time(8, 0))),
             )
         )
+        add_mixed_account(state)
         return state
 
     # --- clock -------------------------------------------------------------------------------
@@ -334,9 +435,10 @@ class SimulatorState:
         kwh = item.kwh
         if kwh is None:
             kwh = device.charger_kw * (item.end - item.start).total_seconds() / 3600
-        source = {"SMART": SOURCE_SMART, "BOOST": SOURCE_BUMP}.get(item.type)
+        # Kraken fills meta.source for planned dispatches only: completed records, boosts
+        # included, come back with source null.
         self.completed.append(
-            SimCompleted(device.account, item.start, item.end, abs(kwh), source, "AT_HOME")
+            SimCompleted(device.account, item.start, item.end, abs(kwh), None, "AT_HOME")
         )
         if device.battery_kwh > 0:
             added = abs(kwh) / device.battery_kwh * 100
@@ -379,13 +481,21 @@ class SimulatorState:
         # A token sees the accounts its key saw at login; refreshing it keeps that list.
         accounts = tuple(self.accounts_for_key(api_key))
         if not accounts:
-            raise KrakenError("KT-CT-1139", "Authentication failed.", "VALIDATION")
+            raise authentication_failed()
         return self._issue(accounts, None)
 
     def obtain_token_with_refresh(self, refresh_token: str) -> TokenGrant:
         grant = self._refresh.get(refresh_token)
-        if grant is None or grant.expires_at <= self.now():
-            raise KrakenError("KT-CT-1135", "Invalid data.", "VALIDATION")
+        if grant is None:
+            raise KrakenError(
+                "KT-CT-1135",
+                "Invalid data.",
+                description="Please make sure the refresh token is correct.",
+            )
+        if grant.expires_at <= self.now():
+            raise KrakenError(
+                "KT-CT-1134", "Invalid data.", description="The refresh token has expired."
+            )
         return self._issue(grant.accounts, refresh_token)
 
     def authenticate(self, header: str | None) -> str:

@@ -216,6 +216,9 @@ class AsyncStore:
     ) -> list[CompletedDispatch]:
         return await self._run(lambda s: s.completed_between(account, start, end), [])
 
+    async def ran_between(self, account: str, start: datetime, end: datetime) -> list[SlotRecord]:
+        return await self._run(lambda s: s.ran_between(account, start, end), [])
+
     async def withdrawn_between(
         self, account: str, start: datetime, end: datetime
     ) -> list[SlotRecord]:

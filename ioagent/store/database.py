@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ioagent.kraken.types import CompletedDispatch, Dispatch
+from ioagent.kraken.types import BOOST, SMART, SOURCE_BUMP, CompletedDispatch, Dispatch
 from ioagent.timeutil import iso_z, parse_iso, to_utc, utc_now
 
 MEMORY = ":memory:"
@@ -186,7 +186,9 @@ def _completed_keys(
     completed: Sequence[CompletedDispatch],
 ) -> list[tuple[CompletedDispatch, str, str, int]]:
     """(dispatch, start, end, ordinal) per record. Completed dispatches carry no id, so the key is
-    start + end + kind (SMART/BOOST; a null source counts as smart, so it cannot flip the key).
+    start + end + kind, where kind is BOOST for a ``bump-charge`` source and SMART otherwise: the
+    key of every record stored so far, and one a later classification cannot flip. (What a
+    record *was* is decided when it is read, from the slots on record: classify_completed.)
     Two records with the same key in one answer (two cars charging in the same slot) get
     ordinals 0, 1...: the next overlapping poll returns them again and maps them to the same
     rows. Times are normalised to stored UTC text, so ``+00:00`` vs ``Z`` or ``.000000`` do not
@@ -195,7 +197,7 @@ def _completed_keys(
     keyed = []
     for dispatch in completed:
         start, end = stored_time(dispatch.start), stored_time(dispatch.end)
-        key = (start, end, dispatch.type)
+        key = (start, end, BOOST if dispatch.source == SOURCE_BUMP else SMART)
         ordinal = seen.get(key, 0)
         seen[key] = ordinal + 1
         keyed.append((dispatch, start, end, ordinal))
@@ -371,6 +373,15 @@ class Store:
             for row in rows
         ]
 
+    def ran_between(self, account: str, start: datetime, end: datetime) -> list[SlotRecord]:
+        """Slots starting in ``[start, end)`` that were neither withdrawn nor replaced: what was
+        planned and (as far as ioagent knows) ran."""
+        return [
+            s
+            for s in self.slots_between(account, start, end)
+            if s.withdrawn_at is None and s.replaced_at is None
+        ]
+
     def withdrawn_between(self, account: str, start: datetime, end: datetime) -> list[SlotRecord]:
         """Slots meant to start in ``[start, end)`` that were withdrawn before they started."""
         return [s for s in self.slots_between(account, start, end) if s.withdrawn_at is not None]
@@ -391,6 +402,7 @@ class Store:
         with self._transaction() as conn:
             seen_at = stored_time(now if now is not None else utc_now())
             for dispatch, start, end, ordinal in _completed_keys(completed):
+                kind = BOOST if dispatch.source == SOURCE_BUMP else SMART
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO completed (account, start, end, kind, ordinal,"
                     " source, location, kwh, first_seen, last_seen)"
@@ -399,7 +411,7 @@ class Store:
                         account,
                         start,
                         end,
-                        dispatch.type,
+                        kind,
                         ordinal,
                         dispatch.source,
                         dispatch.location,
@@ -422,7 +434,7 @@ class Store:
                         account,
                         start,
                         end,
-                        dispatch.type,
+                        kind,
                         ordinal,
                     ),
                 )

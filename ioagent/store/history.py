@@ -13,8 +13,11 @@ What counts (docs/history.md has a worked example):
 * extra hours: off-peak time made by completed SMART dispatches at home (location AT_HOME or
   unknown), widened to the half-hours they touch when the tariff rounds, after the cap, and
   outside the fixed window: ``|fixed ∪ smart| - |fixed|`` inside the night.
-* smart / away / boost kWh: completed dispatches by kind and location, each counted whole in
-  the night in which it starts.
+* smart / away / boost / other kWh: completed dispatches by kind and location, each counted
+  whole in the night in which it starts. Octopus leaves ``meta.source`` null on completed
+  records (boosts too), so a record's kind is that of the slot ioagent saw planned for its time
+  (``classify_completed``); *other* holds test charges and records ioagent saw no plan for
+  (it was not running then, say), which also make no extra off-peak hours.
 * slots withdrawn: planned slots meant to start in the night that Octopus took back before they
   started (a slot moved or resized is *replaced*, not withdrawn).
 
@@ -34,11 +37,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ioagent.config import ConfigError, TariffSettings, ignored_environment, load_settings
-from ioagent.kraken.types import AWAY, BOOST, CompletedDispatch
+from ioagent.kraken.types import AWAY, BOOST, SMART, CompletedDispatch
 from ioagent.store.database import SlotRecord, Store, StoreError
+from ioagent.tariff.plan import classify_completed
 from ioagent.tariff.rules import TariffRules, Window, fixed_windows, offpeak_windows
 from ioagent.timeutil import iso_z, to_utc, utc_now
 
+CLASSIFY_LOOKBACK = timedelta(hours=24)
 CAP_FLAG_META = "charging_duration_capped:{account}"
 """Meta key holding the device's ``isChargingDurationCapped`` flag, for ``smart_cap = auto``."""
 
@@ -54,6 +59,7 @@ class NightSummary:
     smart_kwh: float
     away_kwh: float
     boost_kwh: float
+    other_kwh: float
     slots_withdrawn: int
 
     def as_json(self) -> dict[str, Any]:
@@ -67,6 +73,7 @@ class NightSummary:
             "smart_kwh": round(self.smart_kwh, 3),
             "away_kwh": round(self.away_kwh, 3),
             "boost_kwh": round(self.boost_kwh, 3),
+            "other_kwh": round(self.other_kwh, 3),
             "slots_withdrawn": self.slots_withdrawn,
         }
 
@@ -125,9 +132,10 @@ def summarise_night(
         complete=to_utc(now) >= end,
         fixed_offpeak_hours=fixed,
         extra_offpeak_hours=max(0.0, extra),
-        smart_kwh=sum(_kwh(c) for c in own if c.type != BOOST and c.location != AWAY),
-        away_kwh=sum(_kwh(c) for c in own if c.type != BOOST and c.location == AWAY),
+        smart_kwh=sum(_kwh(c) for c in own if c.type == SMART and c.location != AWAY),
+        away_kwh=sum(_kwh(c) for c in own if c.type == SMART and c.location == AWAY),
         boost_kwh=sum(_kwh(c) for c in own if c.type == BOOST),
+        other_kwh=sum(_kwh(c) for c in own if c.type not in (SMART, BOOST)),
         slots_withdrawn=sum(
             1 for s in withdrawn if s.withdrawn_at is not None and start <= to_utc(s.start) < end
         ),
@@ -167,6 +175,7 @@ def totals(summaries: Sequence[NightSummary]) -> dict[str, float | int]:
         "smart_kwh": round(sum(s.smart_kwh for s in summaries), 3),
         "away_kwh": round(sum(s.away_kwh for s in summaries), 3),
         "boost_kwh": round(sum(s.boost_kwh for s in summaries), 3),
+        "other_kwh": round(sum(s.other_kwh for s in summaries), 3),
         "slots_withdrawn": sum(s.slots_withdrawn for s in summaries),
     }
 
@@ -190,7 +199,9 @@ def _read_history(
     first = nights_to_show(now, rules, days)[0]
     start = night_bounds(first, rules)[0]
     end = night_bounds(night_of(now, rules), rules)[1]
-    completed = store.completed_between(account, start, end)
+    # A slot that ran may have started up to a day before the first record it made.
+    planned = store.ran_between(account, start - CLASSIFY_LOOKBACK, end)
+    completed = classify_completed(store.completed_between(account, start, end), planned)
     withdrawn = store.withdrawn_between(account, start, end)
     since = store.first_seen(account)
     if since is None:  # the store knows nothing of this account yet
@@ -226,7 +237,16 @@ def render_json(histories: Sequence[AccountHistory], rules: TariffRules) -> str:
     )
 
 
-_COLUMNS = ("Night", "Fixed h", "Extra h", "Smart kWh", "Away kWh", "Boost kWh", "Withdrawn")
+_COLUMNS = (
+    "Night",
+    "Fixed h",
+    "Extra h",
+    "Smart kWh",
+    "Away kWh",
+    "Boost kWh",
+    "Other kWh",
+    "Withdrawn",
+)
 
 
 def _row(cells: Sequence[str]) -> str:
@@ -248,6 +268,7 @@ def render_table(histories: Sequence[AccountHistory], rules: TariffRules) -> str
                         f"{n.smart_kwh:.2f}",
                         f"{n.away_kwh:.2f}",
                         f"{n.boost_kwh:.2f}",
+                        f"{n.other_kwh:.2f}",
                         str(n.slots_withdrawn),
                     )
                 )
@@ -262,6 +283,7 @@ def render_table(histories: Sequence[AccountHistory], rules: TariffRules) -> str
                     f"{total['smart_kwh']:.2f}",
                     f"{total['away_kwh']:.2f}",
                     f"{total['boost_kwh']:.2f}",
+                    f"{total['other_kwh']:.2f}",
                     str(total["slots_withdrawn"]),
                 )
             )

@@ -13,9 +13,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from ioagent.kraken.types import SMART, CompletedDispatch, Dispatch
+from ioagent.kraken.types import BOOST, SMART, SOURCE_TYPES, UNKNOWN, CompletedDispatch, Dispatch
 from ioagent.timeutil import iso_z, to_utc
 
 EventKind = Literal["slot_added", "slot_removed", "slot_changed"]
@@ -309,12 +309,68 @@ def located(
     return tuple(result)
 
 
+class PlannedSlot(Protocol):
+    """What :func:`classify_completed` needs of a slot ioagent saw planned."""
+
+    @property
+    def start(self) -> datetime: ...
+
+    @property
+    def end(self) -> datetime: ...
+
+    @property
+    def type(self) -> str: ...
+
+
+def _shared_seconds(record: CompletedDispatch, slot: PlannedSlot) -> float:
+    start, end = to_utc(record.start), to_utc(record.end)
+    slot_start, slot_end = to_utc(slot.start), to_utc(slot.end)
+    if start == end:
+        # A zero-length record belongs to the slot it falls in; the tiny weight only ranks it.
+        return 1e-6 if slot_start <= start < slot_end else 0.0
+    return max(0.0, (min(end, slot_end) - max(start, slot_start)).total_seconds())
+
+
+def classify_completed(
+    completed: Iterable[CompletedDispatch], planned: Iterable[PlannedSlot]
+) -> list[CompletedDispatch]:
+    """Each completed record with ``kind`` set to what it was.
+
+    Kraken fills ``meta.source`` for planned dispatches only, so a completed record (a boost
+    too) almost always says nothing about what it was. A source it does send wins; otherwise
+    the record is the type of the slots ioagent saw planned for that time (the type with the
+    most time in common; a tie goes to BOOST, which never makes the house off-peak), and
+    :data:`UNKNOWN` when ioagent saw nothing planned then (it was not running, say).
+    ``planned`` should hold only slots that ran: not those withdrawn or replaced before they
+    started.
+    """
+    slots = list(planned)
+    result: list[CompletedDispatch] = []
+    for record in completed:
+        from_source = SOURCE_TYPES.get(record.source or "")
+        if from_source is not None:
+            result.append(replace(record, kind=from_source))
+            continue
+        shared: dict[str, float] = {}
+        for slot in slots:
+            seconds = _shared_seconds(record, slot)
+            if seconds > 0:
+                shared[slot.type] = shared.get(slot.type, 0.0) + seconds
+        kind = (
+            max(shared, key=lambda kind: (shared[kind], kind == BOOST, kind)) if shared else UNKNOWN
+        )
+        result.append(replace(record, kind=kind))
+    return result
+
+
 __all__ = [
     "DEFAULT_KEEP",
     "EventKind",
     "PlanEvent",
+    "PlannedSlot",
     "apply_events",
     "carry_started",
+    "classify_completed",
     "diff",
     "drop_finished",
     "event_json",
