@@ -148,7 +148,10 @@ async def test_no_secret_in_output_topics_or_broker_log(
                     await asyncio.sleep(0.05)
 
             mark = len(capture.messages)
-            state.add_fault("http_500", 1)
+            # Only the poll's planned-dispatch query may meet it: an http_500 for any request
+            # was once taken by the device re-read that follows the smart_control reply, and
+            # then no poll ever failed (seen in a loaded soak run).
+            state.add_fault("kt_4340", 1)
             # The re-logins above may have used up this minute's 4 queries (a retry after a
             # refused token is paid from the budget, or deferred and backed off): then the
             # refresh is refused, and the poll it asked for runs, and meets the fault, once the
