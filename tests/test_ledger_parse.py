@@ -198,8 +198,12 @@ def test_consumption_cost_rows_are_used_when_no_buckets_come() -> None:
         "endAt": "2026-01-11T06:30:00+00:00",
         "metaData": {
             "statistics": [
-                {"type": "CONSUMPTION_COST", "label": "STANDARD_RATE", "value": "0.8",
-                 "costInclTax": {"estimatedAmount": "23.2"}},  # fmt: skip
+                {
+                    "type": "CONSUMPTION_COST",
+                    "label": "STANDARD_RATE",
+                    "value": "0.8",
+                    "costInclTax": {"estimatedAmount": "23.2"},
+                },
             ]
         },
     }

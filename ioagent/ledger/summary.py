@@ -85,9 +85,7 @@ def totals(
     return result
 
 
-def day_totals(
-    rows: Sequence[SettledHalfHour], day: date, zone: ZoneInfo = LONDON
-) -> PeriodTotals:
+def day_totals(rows: Sequence[SettledHalfHour], day: date, zone: ZoneInfo = LONDON) -> PeriodTotals:
     start, end = local_day_bounds(day, zone)
     return totals(rows, start, end, half_hours_in(day, zone))
 
