@@ -114,6 +114,14 @@ EVENING = local(DAY, time(19, 30))
             ["signal offpeak, billed home standard: no charging"],
         ),
         (
+            "the car's cheap half-hour no longer makes the home cheap",
+            row(EVENING, "standard", "low", car_kwh=3.5),
+            True,
+            True,
+            False,
+            ["signal offpeak, billed home standard: no home bonus"],
+        ),
+        (
             "Octopus no longer cheap in the window",
             row(NIGHT, "standard"),
             True,

@@ -81,6 +81,8 @@ def _cause(side: str, signal: bool, row: SettledHalfHour, in_window: bool) -> st
                 return "window billed standard"
             if row.car_band == STANDARD and car_charged:
                 return "allowance"
+            if row.car_band == LOW and car_charged:
+                return "no home bonus"
             if not car_charged:
                 return "no charging"
             return "unexplained"

@@ -35,6 +35,7 @@ from graphql import (
 )
 
 from ioagent.aio import wait_event
+from ioagent.simulator.ledger import attach_ledger
 from ioagent.simulator.planner import LONDON
 from ioagent.simulator.state import (
     Fault,
@@ -291,6 +292,7 @@ def kraken_schema() -> GraphQLSchema:
         assert isinstance(root, GraphQLObjectType)
         for name, resolver in fields.items():
             root.fields[name].resolve = _kraken_field(resolver)
+    attach_ledger(schema)
     return schema
 
 
