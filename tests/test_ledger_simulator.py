@@ -104,7 +104,7 @@ async def test_a_day_is_billed_by_the_four_rate_rules(sim: Sim) -> None:
     assert bands(next_day, local(1, time(12, 0))) == ("low", "low")
     # boost: standard for the car (and the home, outside the window)
     assert bands(next_day, local(1, time(17, 0))) == ("standard", "standard")
-    evening = [r for r in day if r.start == local(0, time(19, 30))][0]
+    evening = next(r for r in day if r.start == local(0, time(19, 30)))
     assert evening.car_kwh == pytest.approx(3.5)  # 5.25 kWh over 45 min: 30 of them here
     assert evening.cost_pence == pytest.approx((0.45 + 3.5) * 7.0, abs=0.01)
     assert sum(r.standing_pence for r in day) == pytest.approx(50.0, abs=0.01)
@@ -225,7 +225,7 @@ async def test_control_validates_its_input(sim: Sim) -> None:
         (
             "/ledger/rebill",
             {"account": DEFAULT_ACCOUNT, "start": "2026-11-19T19:31:00Z", "home": "low"},
-        ),  # fmt: skip
+        ),
         ("/ledger/rebill", {"account": DEFAULT_ACCOUNT, "start": "2026-11-19T19:30:00Z"}),
     ]:
         async with sim.http.post(sim.running.control_url + path, json=body) as resp:
