@@ -6,10 +6,10 @@ Kept apart from the poller on purpose: its own :class:`~ioagent.budget.CallBudge
 dispatch poll or a flip back (the poll's budget is not touched, and the event loop is never
 blocked: every wait is an ``await``).
 
-NOT yet wired into the daemon (docs/ledger.md, "Not done yet"): the daemon should start
-:meth:`LedgerTask.run` in its task group, pass a ``publish`` that writes the retained
-``ledger/*`` topics, a ``notice`` that puts unknown labels on the ``api`` topic, and record
-its published transitions with :func:`ioagent.store.ledger.record_transition`.
+The daemon starts :func:`daemon_ledger_task` in its task group when ``[ledger] mpan`` is set
+(until the agreements query provides the MPAN), and publishes through a
+:class:`SignalRecorder`, which stores every change of ``offpeak`` and ``ev/offpeak``. Not yet
+done: putting an unknown label on the ``api`` topic (it is logged once).
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ from ioagent.ledger.reconcile import agreement_json, reconcile
 from ioagent.ledger.schedule import fetch_range, ledger_budget, next_fetch, next_request_at
 from ioagent.ledger.summary import month_json, yesterday_json
 from ioagent.logs import get_logger
+from ioagent.mqtt.publisher import Publisher as Publisher_
 from ioagent.store.async_store import AsyncStore
 from ioagent.store.ledger import (
     CAR_SIGNAL,
     HOME_SIGNAL,
     SaveResult,
     latest_settled,
+    record_transition,
     save_settled,
     settled_between,
     transitions_between,
@@ -43,6 +45,8 @@ from ioagent.timeutil import Clock
 _log = get_logger(__name__)
 
 AGREEMENT_DAYS = 30
+START_DELAY = 60.0
+"""Seconds after start before the daemon's first ledger fetch: the start poll goes first."""
 MAX_SINGLE_REFETCHES = 12
 """Half-hours that came back without statistics, asked for again one by one, per fetch."""
 
@@ -197,10 +201,13 @@ class LedgerTask:
             lambda s: transitions_between(s, self.account, CAR_SIGNAL, since, now), no_signal
         )
         for suffix, payload in self.payloads(rows, home, car, now).items():
-            await self.publish(suffix, payload)
+            if payload != "null":  # no fully settled day yet: nothing to say
+                await self.publish(suffix, payload)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Fetch now, then ``fetches_per_day`` times a day, until ``stop`` is set."""
+    async def run(self, stop: asyncio.Event, first_delay: float = 0.0) -> None:
+        """Fetch after ``first_delay`` s, then ``fetches_per_day`` times a day, until ``stop``."""
+        if first_delay > 0:
+            await self.sleep(first_delay)
         while not stop.is_set():
             try:
                 report = await self.fetch_once()
@@ -210,3 +217,59 @@ class LedgerTask:
             now = self.clock()
             wait = next_fetch(now, self.account, self.settings.fetches_per_day) - now
             await self.sleep(wait.total_seconds())
+
+
+# --- wiring helpers for the daemon --------------------------------------------------------------
+
+SIGNAL_TOPICS = {"offpeak": HOME_SIGNAL, "ev/offpeak": CAR_SIGNAL}
+"""Topic suffix under ``{base}/{acct}/`` → the signal name the ledger stores."""
+SIGNAL_PAYLOADS = {"true": True, "false": False}
+
+
+class SignalRecorder:
+    """A :class:`~ioagent.mqtt.publisher.Publisher` in front of the bridge that stores every
+    change of the published home and car off-peak signals, so the bill can be held against
+    what ioagent said at the time. Everything is passed on unchanged."""
+
+    def __init__(
+        self, inner: Publisher_, store: AsyncStore, account: str, root: str, clock: Clock
+    ) -> None:
+        self.inner = inner
+        self.store = store
+        self.account = account
+        self.clock = clock
+        self._signals = {f"{root}/{suffix}": name for suffix, name in SIGNAL_TOPICS.items()}
+
+    async def publish(self, topic: str, payload: str, *, retain: bool = False) -> None:
+        await self.inner.publish(topic, payload, retain=retain)
+        signal = self._signals.get(topic)
+        value = SIGNAL_PAYLOADS.get(payload)
+        if signal is not None and value is not None:
+            at = self.clock()
+            await self.store._run(
+                lambda s: record_transition(s, self.account, signal, at, value), False
+            )
+
+
+def daemon_ledger_task(
+    client: KrakenClient,
+    store: AsyncStore,
+    account: str,
+    root: str,
+    settings: LedgerSettings,
+    publisher: Publisher_,
+    clock: Clock,
+) -> LedgerTask | None:
+    """The daemon's ledger task, or None while no import MPAN is known (``[ledger] mpan``
+    until the agreements query provides it)."""
+    if not settings.enabled or not settings.mpan:
+        return None
+    mpan = settings.mpan
+
+    async def the_mpan() -> str | None:
+        return mpan
+
+    async def publish(suffix: str, payload: str) -> None:
+        await publisher.publish(f"{root}/{suffix}", payload, retain=True)
+
+    return LedgerTask(client, store, account, the_mpan, settings, clock=clock, publish=publish)
