@@ -4,6 +4,7 @@ Time is a fake clock that the task's sleeps advance, so hours of budget pass ins
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -199,3 +200,30 @@ async def test_without_an_mpan_nothing_is_asked(world: World) -> None:
     report = await task.fetch_once()
     assert report.skipped == "no import MPAN known yet"
     assert task.request_times == []
+
+
+async def test_a_failed_fetch_is_retried_soon_with_backoff_then_on_schedule(world: World) -> None:
+    task = world.task(LedgerSettings(backfill_days=2, calls_per_hour=60))
+    await world.control("/faults", {"kind": "http_502", "count": 2})
+    stop = asyncio.Event()
+    waits: list[float] = []
+    real_sleep = world.time.sleep
+
+    async def sleep(seconds: float) -> None:
+        # the waits between fetches are the long ones; the budget's gate waits are short
+        if seconds > 60:
+            waits.append(seconds)
+            if len(waits) == 3:
+                stop.set()
+        await real_sleep(seconds)
+
+    task.sleep = sleep
+    await task.run(stop)
+    first, second, third = waits
+    # two failed fetches (a fetch's first request fails; the transport does not retry a 502
+    # here), retried after about 5 then 10 minutes (jitter shortens by up to a quarter) ...
+    assert 225 <= first <= 320
+    assert 450 <= second <= 620
+    # ... then a fetch that works, and the next one waits for its schedule (12 h apart)
+    assert third > 3600
+    assert "ledger/agreement" in world.published

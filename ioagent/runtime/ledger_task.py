@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ioagent.budget import CallBudget
+from ioagent.budget import CallBudget, avoid_boundary, backoff_delay
 from ioagent.config import LedgerSettings
 from ioagent.kraken.client import KrakenClient, settled_half_hours
 from ioagent.ledger.parse import ParsedPage, SettledHalfHour, merge_pages
@@ -45,6 +46,9 @@ from ioagent.timeutil import Clock
 _log = get_logger(__name__)
 
 AGREEMENT_DAYS = 30
+RETRY_INITIAL = 300.0
+RETRY_MAX = 4 * 3600.0
+"""After a failed fetch: retry in 5 min, doubling up to 4 h (never later than the next one)."""
 START_DELAY = 60.0
 """Seconds after start before the daemon's first ledger fetch: the start poll goes first."""
 MAX_SINGLE_REFETCHES = 12
@@ -208,15 +212,26 @@ class LedgerTask:
         """Fetch after ``first_delay`` s, then ``fetches_per_day`` times a day, until ``stop``."""
         if first_delay > 0:
             await self.sleep(first_delay)
+        failures = 0
         while not stop.is_set():
             try:
                 report = await self.fetch_once()
                 _log.info("ledger fetched", account=self.account, **report.__dict__)
+                failures = 0
             except Exception as exc:  # the ledger must never take the daemon down
-                _log.warning("ledger fetch failed", account=self.account, error=str(exc))
+                failures += 1
+                _log.warning(
+                    "ledger fetch failed", account=self.account, error=str(exc), failures=failures
+                )
             now = self.clock()
-            wait = next_fetch(now, self.account, self.settings.fetches_per_day) - now
-            await self.sleep(wait.total_seconds())
+            at = next_fetch(now, self.account, self.settings.fetches_per_day)
+            if failures:
+                # Try again sooner than the next scheduled fetch, backing off with jitter.
+                delay = backoff_delay(
+                    failures, jitter=random.random(), initial=RETRY_INITIAL, maximum=RETRY_MAX
+                )
+                at = min(at, avoid_boundary(now + timedelta(seconds=delay)))
+            await self.sleep((at - now).total_seconds())
 
 
 # --- wiring helpers for the daemon --------------------------------------------------------------
