@@ -1,4 +1,4 @@
-"""Command-line entry point: ``ioagent run|demo|simulator|dispatches|check|history``.
+"""Command-line entry point: ``ioagent run|demo|simulator|dispatches|check|history|ledger``.
 
 Each sub-command's work lives in its own module, imported only when that command runs so that
 ``ioagent --help`` stays fast on a Raspberry Pi.
@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import cast
 
 from ioagent import __version__
@@ -25,6 +25,7 @@ HANDLERS = {
     "dispatches": "ioagent.kraken.cli:cli_dispatches",
     "check": "ioagent.check:cli_check",
     "history": "ioagent.store.history:cli_history",
+    "ledger": "ioagent.store.ledger_cli:cli_ledger",
 }
 
 
@@ -135,7 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--days", type=int, default=14, help="nights to show (default 14)")
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ledger = with_config(sub.add_parser("ledger", help="settled billing and signal agreement"))
+    ledger.add_argument("--days", type=int, default=7, help="days to show (default 7)")
+    ledger.add_argument(
+        "--day", type=_iso_day, default=None, metavar="YYYY-MM-DD",
+        help="that day's half-hours: the signal against the bill",
+    )  # fmt: skip
+    ledger.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+def _iso_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -356,6 +356,35 @@ class _MappingEnvSource(EnvSettingsSource):
         return {name.lower(): value for name, value in environ.items()}
 
 
+class LedgerSettings(Section):
+    """The settlement ledger (docs/ledger.md): what Octopus billed, half-hour by half-hour."""
+
+    enabled: bool = Field(default=True, description="Fetch and keep the settled billing.")
+    backfill_days: int = Field(
+        default=30, ge=1, le=400, description="Days fetched on the first start."
+    )
+    refetch_days: int = Field(
+        default=3,
+        ge=0,
+        le=14,
+        description="Settled days fetched again each time, to catch re-bills.",
+    )
+    fetches_per_day: int = Field(
+        default=2, ge=1, le=6, description="Fetches a day (settlement lags about two days)."
+    )
+    calls_per_hour: int = Field(
+        default=30,
+        ge=1,
+        le=60,
+        description="The ledger's own API budget, apart from the dispatch polls'.",
+    )
+    mpan: str | None = Field(
+        default=None,
+        pattern=r"^\d{13}$",
+        description="Import MPAN (13 digits). Normally read from the account's agreements.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -378,6 +407,9 @@ class Settings(BaseSettings):
         default_factory=VictronSettings, description="Victron GX scheduled charging."
     )
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging.")
+    ledger: LedgerSettings = Field(
+        default_factory=LedgerSettings, description="The settlement ledger."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -40,8 +40,15 @@ from ioagent.kraken.types import (
     parse_devices,
     parse_dispatches,
 )
+from ioagent.ledger.parse import (
+    MeasurementShapeError,
+    ParsedPage,
+    merge_pages,
+    parse_measurements,
+)
+from ioagent.ledger.windows import fetch_windows
 from ioagent.logs import get_logger
-from ioagent.timeutil import Clock, utc_now
+from ioagent.timeutil import Clock, iso_z, utc_now
 
 _log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -328,3 +335,67 @@ def _schedule_values(
         raise CommandRefused(f"the {day.lower()} schedule has no target to keep")
     when = ready_by if ready_by is not None else current_time
     return {"time": when.strftime("%H:%M"), "max": target}
+
+
+# --- the settlement ledger (issue 16): kept in its own block ----------------------------------
+# Module-level functions rather than methods so that this block merges without touching the
+# class body that other work changes.
+
+BeforeRequest = Callable[[], Coroutine[Any, Any, None]]
+"""Awaited before every measurements request: the ledger's own budget gate waits there."""
+MAX_MEASUREMENT_PAGES = 20
+"""Cursor pages followed per window before giving up (a cursor that never ends is a bug)."""
+
+
+async def measurements_page(
+    client: KrakenClient,
+    account: str,
+    mpan: str,
+    start: datetime,
+    end: datetime,
+    *,
+    after: str | None = None,
+    first: int = queries.MEASUREMENTS_PAGE_SIZE,
+) -> ParsedPage:
+    """One request: the half-hours of ``[start, end)`` on the import MPAN, parsed."""
+    result = await client.transport.execute(
+        queries.MEASUREMENTS,
+        queries.measurements_variables(account, mpan, iso_z(start), iso_z(end), after, first),
+    )
+    try:
+        return parse_measurements({"account": result.require("account")})
+    except MeasurementShapeError as exc:
+        raise ApiChanged(f"measurements response changed shape: {exc}") from None
+
+
+async def settled_half_hours(
+    client: KrakenClient,
+    account: str,
+    mpan: str,
+    start: datetime,
+    end: datetime,
+    *,
+    before_request: BeforeRequest | None = None,
+) -> ParsedPage:
+    """``[start, end)`` in windows of at most 12 half-hours (longer ones lose their
+    statistics), every cursor page followed; ``before_request`` gates each request."""
+    pages: list[ParsedPage] = []
+    for window_start, window_end in fetch_windows(start, end):
+        after: str | None = None
+        for _ in range(MAX_MEASUREMENT_PAGES):
+            if before_request is not None:
+                await before_request()
+            page = await measurements_page(
+                client, account, mpan, window_start, window_end, after=after
+            )
+            pages.append(page)
+            if not page.has_next_page or not page.end_cursor or page.end_cursor == after:
+                break
+            after = page.end_cursor
+        else:
+            _log.warning(
+                "measurements cursor did not end",
+                window_start=window_start.isoformat(),
+                pages=MAX_MEASUREMENT_PAGES,
+            )
+    return merge_pages(pages)

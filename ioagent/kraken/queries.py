@@ -116,3 +116,74 @@ def poll_variables(account: str, device_ids: Sequence[str]) -> dict[str, str]:
     for index, device_id in enumerate(device_ids):
         variables[planned_variable(index)] = device_id
     return variables
+
+
+# --- the settlement ledger (issue 16): kept in its own block ----------------------------------
+
+MEASUREMENTS = """
+query Measurements(
+  $account: String!
+  $first: Int!
+  $after: String
+  $startAt: DateTime
+  $endAt: DateTime
+  $timezone: String
+  $utilityFilters: [UtilityFiltersInput!]
+) {
+  account(accountNumber: $account) {
+    properties {
+      measurements(
+        first: $first
+        after: $after
+        startAt: $startAt
+        endAt: $endAt
+        timezone: $timezone
+        utilityFilters: $utilityFilters
+      ) {
+        edges {
+          node {
+            value
+            unit
+            ... on IntervalMeasurementType { startAt endAt }
+            metaData {
+              statistics {
+                type
+                label
+                value
+                costInclTax { estimatedAmount costCurrency pricePerUnit { amount } }
+                costExclTax { estimatedAmount costCurrency pricePerUnit { amount } }
+              }
+            }
+          }
+        }
+        pageInfo { hasNextPage endCursor }
+      }
+    }
+  }
+}
+"""
+MEASUREMENTS_PAGE_SIZE = 500
+"""``first``: a 12-half-hour window fits in one page; the cursor is followed all the same."""
+
+
+def measurements_variables(
+    account: str, mpan: str, start_at: str, end_at: str, after: str | None, first: int
+) -> dict[str, object]:
+    """Half-hourly import readings of one MPAN, with their cost statistics."""
+    return {
+        "account": account,
+        "first": first,
+        "after": after,
+        "startAt": start_at,
+        "endAt": end_at,
+        "timezone": "Europe/London",
+        "utilityFilters": [
+            {
+                "electricityFilters": {
+                    "readingFrequencyType": "THIRTY_MIN_INTERVAL",
+                    "marketSupplyPointId": mpan,
+                    "readingDirection": "CONSUMPTION",
+                }
+            }
+        ],
+    }

@@ -44,9 +44,11 @@ from ioagent.mqtt.homeassistant import (
     ha_status_topic,
 )
 from ioagent.mqtt.topics import Topics, setup_api_topic, setup_status_topic
+from ioagent.runtime import ledger_task
 from ioagent.runtime.agent import AccountAgent, PollOutcome
 from ioagent.runtime.command_runner import CommandRunner
 from ioagent.runtime.discovery import DiscoveryStopped, discover_account
+from ioagent.runtime.ledger_task import SignalRecorder, daemon_ledger_task
 from ioagent.runtime.poller import Poller
 from ioagent.store.async_store import AsyncStore
 from ioagent.tariff.rules import capped_smart_windows, fixed_windows
@@ -189,10 +191,12 @@ class Daemon:
             on_connect=self._on_connect,
             clock=self.clock,
         )
+        # The ledger holds the bill against what was published: record the signals' changes.
+        signals = SignalRecorder(bridge, store, account, topics.root, self.clock)
         agent = AccountAgent(
             account=account,
             client=client,
-            publisher=bridge,
+            publisher=signals if settings.ledger.enabled else bridge,
             store=store,
             topics=topics,
             tariff=settings.tariff,
@@ -271,6 +275,16 @@ class Daemon:
                     work.append(group.create_task(self._homeassistant(), name="homeassistant"))
                 if self.victron is not None:
                     work.append(group.create_task(self.victron.run(), name="victron"))
+                ledger = daemon_ledger_task(
+                    client, store, account, topics.root, settings.ledger, bridge, self.clock
+                )
+                if ledger is not None:
+                    work.append(
+                        group.create_task(
+                            ledger.run(self.stop_requested, ledger_task.START_DELAY),
+                            name="ledger",
+                        )
+                    )
                 group.create_task(self._shutdown_on_request(work), name="shutdown")
         except* _Stop:
             log.info("stopped", account=account)

@@ -40,6 +40,7 @@ from graphql import (
 )
 
 from ioagent.aio import wait_event
+from ioagent.simulator.ledger import attach_ledger
 from ioagent.simulator.planner import LONDON
 from ioagent.simulator.state import (
     Fault,
@@ -405,6 +406,7 @@ def kraken_schema() -> GraphQLSchema:
         assert isinstance(root, GraphQLObjectType)
         for name, resolver in fields.items():
             root.fields[name].resolve = _kraken_field(resolver)
+    attach_ledger(schema)
     return schema
 
 

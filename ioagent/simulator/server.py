@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ioagent.simulator.control_api import add_control_routes, control_errors
 from ioagent.simulator.graphql_api import STATE_KEY, STOPPING_KEY, handle_graphql, kraken_schema
+from ioagent.simulator.ledger_control import add_ledger_routes
 from ioagent.simulator.state import SimulatorState
 from ioagent.timeutil import utc_now
 
@@ -48,6 +49,7 @@ def build_app(state: SimulatorState) -> web.Application:
     app.router.add_post(GRAPHQL_PATH, handle_graphql)
     app.router.add_post(GRAPHQL_PATH.rstrip("/"), handle_graphql)
     add_control_routes(app)
+    add_ledger_routes(app)
     return app
 
 

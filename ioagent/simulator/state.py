@@ -60,6 +60,9 @@ FIELD_FAULTS = ("kt_4340", "partial", "disabled_field")
 
 DEFAULT_JWT_LIFETIME = timedelta(hours=1)
 """Kraken's JWTs live 60 minutes."""
+SOURCE_SMART = "smart-charge"
+SOURCE_BUMP = "bump-charge"
+"""The source Octopus gives a boost in a planned dispatch's meta."""
 RATE_LIMIT_FIELD = "flexPlannedDispatches"
 RATE_LIMIT_MAX = 5
 RATE_LIMIT_WINDOW = timedelta(seconds=60)
@@ -154,6 +157,14 @@ class SimCompleted:
     kwh: float
     source: str | None
     location: str | None
+    billed_as: str | None = None
+    """What the simulator knows the charge was (``SMART`` or ``BOOST``), which its settled
+    billing prices by; by default from ``source``. Never served: Octopus sends completed
+    records with ``source`` null."""
+
+    def __post_init__(self) -> None:
+        if self.billed_as is None:
+            self.billed_as = "BOOST" if self.source == SOURCE_BUMP else "SMART"
 
 
 @dataclass
@@ -438,7 +449,15 @@ class SimulatorState:
         # Kraken fills meta.source for planned dispatches only: completed records, boosts
         # included, come back with source null.
         self.completed.append(
-            SimCompleted(device.account, item.start, item.end, abs(kwh), None, "AT_HOME")
+            SimCompleted(
+                device.account,
+                item.start,
+                item.end,
+                abs(kwh),
+                None,
+                "AT_HOME",
+                billed_as="BOOST" if item.type == "BOOST" else "SMART",
+            )
         )
         if device.battery_kwh > 0:
             added = abs(kwh) / device.battery_kwh * 100

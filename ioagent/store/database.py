@@ -32,6 +32,9 @@ _PRUNE_STATEMENTS = (
     "DELETE FROM slots WHERE rowid IN (SELECT rowid FROM slots WHERE end < ? LIMIT ?)",
     "DELETE FROM completed WHERE rowid IN (SELECT rowid FROM completed WHERE end < ? LIMIT ?)",
     "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? LIMIT ?)",
+    "DELETE FROM settled WHERE rowid IN (SELECT rowid FROM settled WHERE start < ? LIMIT ?)",
+    "DELETE FROM signal_transitions WHERE rowid IN "
+    "(SELECT rowid FROM signal_transitions WHERE at < ? LIMIT ?)",
 )
 
 
@@ -95,6 +98,36 @@ MIGRATIONS: tuple[str, ...] = (
         payload TEXT NOT NULL,
         at      TEXT NOT NULL
     );
+    """,
+    # 2: the settlement ledger (ioagent/store/ledger.py): one row per settled half-hour, and
+    # every published off-peak transition so the bill can be held against it later.
+    """
+    CREATE TABLE settled (
+        account        TEXT NOT NULL,
+        start          TEXT NOT NULL,
+        end            TEXT NOT NULL,
+        home_band      TEXT NOT NULL,
+        car_band       TEXT NOT NULL,
+        home_kwh       REAL NOT NULL,
+        car_kwh        REAL NOT NULL,
+        cost_pence     REAL NOT NULL,
+        standing_pence REAL NOT NULL,
+        buckets_json   TEXT NOT NULL,
+        unknown_labels TEXT NOT NULL,
+        first_seen     TEXT NOT NULL,
+        last_seen      TEXT NOT NULL,
+        rebilled_at    TEXT,
+        PRIMARY KEY (account, start)
+    );
+    CREATE INDEX settled_by_start ON settled (start);
+    CREATE TABLE signal_transitions (
+        account TEXT NOT NULL,
+        signal  TEXT NOT NULL,
+        at      TEXT NOT NULL,
+        value   INTEGER NOT NULL,
+        PRIMARY KEY (account, signal, at)
+    );
+    CREATE INDEX signal_transitions_by_at ON signal_transitions (at);
     """,
 )
 
@@ -541,7 +574,8 @@ class Store:
 
     def prune_batch(self, now: datetime, keep_days: int) -> int:
         """Delete at most ``PRUNE_BATCH`` rows older than ``keep_days`` in one short transaction
-        (slots first, then completed dispatches, then events); 0 once none are left."""
+        (slots first, then completed dispatches, events, settled half-hours and signal
+        transitions); 0 once none are left."""
         cutoff = stored_time(now - timedelta(days=keep_days))
         for statement in _PRUNE_STATEMENTS:
             with self._transaction() as conn:

@@ -1,0 +1,290 @@
+"""The ledger's fetch loop for one account: settled billing in, store and payloads out.
+
+Kept apart from the poller on purpose: its own :class:`~ioagent.budget.CallBudget`
+(``[ledger] calls_per_hour``, at most 2 a minute), no request in the quiet seconds of
+:00/:30, and requests sent one at a time on their own task, so a backfill can never hold a
+dispatch poll or a flip back (the poll's budget is not touched, and the event loop is never
+blocked: every wait is an ``await``).
+
+The daemon starts :func:`daemon_ledger_task` in its task group when ``[ledger] mpan`` is set
+(until the agreements query provides the MPAN), and publishes through a
+:class:`SignalRecorder`, which stores every change of ``offpeak`` and ``ev/offpeak``. Not yet
+done: putting an unknown label on the ``api`` topic (it is logged once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ioagent.budget import CallBudget, avoid_boundary, backoff_delay
+from ioagent.config import LedgerSettings
+from ioagent.kraken.client import KrakenClient, settled_half_hours
+from ioagent.ledger.parse import ParsedPage, SettledHalfHour, merge_pages
+from ioagent.ledger.reconcile import agreement_json, reconcile
+from ioagent.ledger.schedule import fetch_range, ledger_budget, next_fetch, next_request_at
+from ioagent.ledger.summary import month_json, yesterday_json
+from ioagent.logs import get_logger
+from ioagent.mqtt.publisher import Publisher as Publisher_
+from ioagent.store.async_store import AsyncStore
+from ioagent.store.ledger import (
+    CAR_SIGNAL,
+    HOME_SIGNAL,
+    SaveResult,
+    latest_settled,
+    record_transition,
+    save_settled,
+    settled_between,
+    transitions_between,
+)
+from ioagent.timeutil import Clock
+
+_log = get_logger(__name__)
+
+AGREEMENT_DAYS = 30
+RETRY_INITIAL = 300.0
+RETRY_MAX = 4 * 3600.0
+"""After a failed fetch: retry in 5 min, doubling up to 4 h (never later than the next one)."""
+START_DELAY = 60.0
+"""Seconds after start before the daemon's first ledger fetch: the start poll goes first."""
+MAX_SINGLE_REFETCHES = 12
+"""Half-hours that came back without statistics, asked for again one by one, per fetch."""
+
+Publish = Callable[[str, str], Awaitable[None]]
+"""``(topic suffix under {base}/{acct}/, payload)``."""
+Notice = Callable[[str], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class FetchReport:
+    requests: int = 0
+    added: int = 0
+    unchanged: int = 0
+    rebilled: int = 0
+    unknown_labels: list[str] = field(default_factory=list)
+    without_statistics: int = 0
+    skipped: str | None = None
+
+
+class LedgerTask:
+    def __init__(
+        self,
+        client: KrakenClient,
+        store: AsyncStore,
+        account: str,
+        mpan: Callable[[], Awaitable[str | None]],
+        settings: LedgerSettings,
+        *,
+        clock: Clock,
+        sleep: Sleep = asyncio.sleep,
+        publish: Publish | None = None,
+        notice: Notice | None = None,
+        budget: CallBudget | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.account = account
+        self.mpan = mpan
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+        self.publish = publish
+        self.notice = notice
+        self.budget = budget or ledger_budget(settings.calls_per_hour)
+        self.request_times: list[datetime] = []
+        self._labels_reported: set[str] = set()
+
+    async def _gate(self) -> None:
+        """Wait until the ledger's budget and the quiet seconds allow one request."""
+        while True:
+            now = self.clock()
+            at = next_request_at(now, self.budget)
+            if at <= now:
+                self.budget.spend(now)
+                self.request_times.append(now)
+                return
+            await self.sleep((at - now).total_seconds())
+
+    async def fetch_once(self) -> FetchReport:
+        report = FetchReport()
+        mpan = await self.mpan()
+        if not mpan:
+            report.skipped = "no import MPAN known yet"
+            return report
+        now = self.clock()
+        latest = await self.store._run(lambda s: latest_settled(s, self.account), None)
+        start, end = fetch_range(
+            now,
+            latest,
+            backfill_days=self.settings.backfill_days,
+            refetch_days=self.settings.refetch_days,
+        )
+        before = len(self.request_times)
+        page = await settled_half_hours(
+            self.client, self.account, mpan, start, end, before_request=self._gate
+        )
+        page = await self._refetch_stripped(page, mpan)
+        report.requests = len(self.request_times) - before
+        report.without_statistics = len(page.without_statistics)
+        saved: SaveResult = await self.store._run(
+            lambda s: save_settled(s, self.account, page.half_hours, self.clock()),
+            SaveResult(0, 0, []),
+        )
+        report.added, report.unchanged = saved.added, saved.unchanged
+        report.rebilled = len(saved.rebilled)
+        for rebill in saved.rebilled:
+            _log.info("settled half-hour re-billed", account=self.account, **rebill.as_log())
+        report.unknown_labels = page.unknown_labels
+        await self._report_labels(page.unknown_labels)
+        await self._publish()
+        return report
+
+    async def _refetch_stripped(self, page: ParsedPage, mpan: str) -> ParsedPage:
+        pages = [page]
+        for start in page.without_statistics[:MAX_SINGLE_REFETCHES]:
+            pages.append(
+                await settled_half_hours(
+                    self.client,
+                    self.account,
+                    mpan,
+                    start,
+                    start + timedelta(minutes=30),
+                    before_request=self._gate,
+                )
+            )
+        return merge_pages(pages)
+
+    async def _report_labels(self, labels: list[str]) -> None:
+        new = [label for label in labels if label not in self._labels_reported]
+        if not new:
+            return
+        self._labels_reported.update(new)
+        # Logged once per label, with the label: a new vocabulary must be seen, never guessed.
+        _log.warning("unknown settled-billing label", account=self.account, labels=new)
+        if self.notice is not None:
+            await self.notice(
+                f"settled billing has labels ioagent does not know: {', '.join(new)}; "
+                "those half-hours are kept as unknown"
+            )
+
+    @staticmethod
+    def payloads(
+        rows: list[SettledHalfHour],
+        home: list[tuple[datetime, bool]],
+        car: list[tuple[datetime, bool]],
+        now: datetime,
+    ) -> dict[str, str]:
+        """The three retained payloads (Europe/London days: the product's wall clock)."""
+        agreement = agreement_json(reconcile(rows, home, car), AGREEMENT_DAYS)
+        yesterday = yesterday_json(rows, now)
+        return {
+            "ledger/yesterday": json.dumps(yesterday, separators=(",", ":")),
+            "ledger/month": json.dumps(month_json(rows, now), separators=(",", ":")),
+            "ledger/agreement": json.dumps(agreement, separators=(",", ":")),
+        }
+
+    async def _publish(self) -> None:
+        if self.publish is None:
+            return
+        now = self.clock()
+        since = now - timedelta(days=max(AGREEMENT_DAYS, 32))
+        no_rows: list[SettledHalfHour] = []
+        no_signal: list[tuple[datetime, bool]] = []
+        rows = await self.store._run(
+            lambda s: settled_between(s, self.account, since, now), no_rows
+        )
+        home = await self.store._run(
+            lambda s: transitions_between(s, self.account, HOME_SIGNAL, since, now), no_signal
+        )
+        car = await self.store._run(
+            lambda s: transitions_between(s, self.account, CAR_SIGNAL, since, now), no_signal
+        )
+        for suffix, payload in self.payloads(rows, home, car, now).items():
+            if payload != "null":  # no fully settled day yet: nothing to say
+                await self.publish(suffix, payload)
+
+    async def run(self, stop: asyncio.Event, first_delay: float = 0.0) -> None:
+        """Fetch after ``first_delay`` s, then ``fetches_per_day`` times a day, until ``stop``."""
+        if first_delay > 0:
+            await self.sleep(first_delay)
+        failures = 0
+        while not stop.is_set():
+            try:
+                report = await self.fetch_once()
+                _log.info("ledger fetched", account=self.account, **report.__dict__)
+                failures = 0
+            except Exception as exc:  # the ledger must never take the daemon down
+                failures += 1
+                _log.warning(
+                    "ledger fetch failed", account=self.account, error=str(exc), failures=failures
+                )
+            now = self.clock()
+            at = next_fetch(now, self.account, self.settings.fetches_per_day)
+            if failures:
+                # Try again sooner than the next scheduled fetch, backing off with jitter.
+                delay = backoff_delay(
+                    failures, jitter=random.random(), initial=RETRY_INITIAL, maximum=RETRY_MAX
+                )
+                at = min(at, avoid_boundary(now + timedelta(seconds=delay)))
+            await self.sleep((at - now).total_seconds())
+
+
+# --- wiring helpers for the daemon --------------------------------------------------------------
+
+SIGNAL_TOPICS = {"offpeak": HOME_SIGNAL, "ev/offpeak": CAR_SIGNAL}
+"""Topic suffix under ``{base}/{acct}/`` → the signal name the ledger stores."""
+SIGNAL_PAYLOADS = {"true": True, "false": False}
+
+
+class SignalRecorder:
+    """A :class:`~ioagent.mqtt.publisher.Publisher` in front of the bridge that stores every
+    change of the published home and car off-peak signals, so the bill can be held against
+    what ioagent said at the time. Everything is passed on unchanged."""
+
+    def __init__(
+        self, inner: Publisher_, store: AsyncStore, account: str, root: str, clock: Clock
+    ) -> None:
+        self.inner = inner
+        self.store = store
+        self.account = account
+        self.clock = clock
+        self._signals = {f"{root}/{suffix}": name for suffix, name in SIGNAL_TOPICS.items()}
+
+    async def publish(self, topic: str, payload: str, *, retain: bool = False) -> None:
+        await self.inner.publish(topic, payload, retain=retain)
+        signal = self._signals.get(topic)
+        value = SIGNAL_PAYLOADS.get(payload)
+        if signal is not None and value is not None:
+            at = self.clock()
+            await self.store._run(
+                lambda s: record_transition(s, self.account, signal, at, value), False
+            )
+
+
+def daemon_ledger_task(
+    client: KrakenClient,
+    store: AsyncStore,
+    account: str,
+    root: str,
+    settings: LedgerSettings,
+    publisher: Publisher_,
+    clock: Clock,
+) -> LedgerTask | None:
+    """The daemon's ledger task, or None while no import MPAN is known (``[ledger] mpan``
+    until the agreements query provides it)."""
+    if not settings.enabled or not settings.mpan:
+        return None
+    mpan = settings.mpan
+
+    async def the_mpan() -> str | None:
+        return mpan
+
+    async def publish(suffix: str, payload: str) -> None:
+        await publisher.publish(f"{root}/{suffix}", payload, retain=True)
+
+    return LedgerTask(client, store, account, the_mpan, settings, clock=clock, publish=publish)

@@ -1,0 +1,97 @@
+"""The ledger inside the daemon: real Mosquitto, the simulator over real sockets, real timers.
+
+It backfills within its own budget, publishes the three retained topics, records the
+published signal, and a slot that starts while a backfill is running still flips on time."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from ioagent.ledger import schedule
+from ioagent.ledger.windows import floor_half_hour, local_day_bounds
+from ioagent.runtime import ledger_task
+from ioagent.simulator.ledger import mpan_for
+from ioagent.simulator.server import RunningSimulator
+from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_EV_ID
+from ioagent.store.database import Store
+from ioagent.store.ledger import HOME_SIGNAL, transitions_between
+from tests.broker import Broker
+from tests.harness import running_daemon, watching
+from tests.test_daemon import FLIP_LATENESS_LIMIT, peak_now_tariff
+
+LONDON = ZoneInfo("Europe/London")
+EVER = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+
+
+def _calls(simulator: RunningSimulator, operation: str) -> int:
+    return int(simulator.state.calls()["by_operation"].get(operation, 0))
+
+
+@pytest.mark.timeout(120)
+async def test_backfill_publishes_the_ledger_and_records_the_signal(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_task, "START_DELAY", 0.2)
+    monkeypatch.setattr(schedule, "LEDGER_PER_MINUTE", 60)
+    mpan = mpan_for(simulator.state, DEFAULT_ACCOUNT)
+    ledger = {"mpan": mpan, "backfill_days": 4, "calls_per_hour": 60}
+    async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:
+        root = d.topics.root
+        await d.watcher.wait_for(f"{root}/ledger/agreement", timeout=60)
+        async with watching(broker, f"{root}/ledger/#") as late:
+            agreement = await late.wait_for(f"{root}/ledger/agreement", timeout=5)
+            assert agreement.retain  # a late subscriber gets it: retained
+        payload = json.loads(agreement.payload)
+        assert payload["days"] == 30
+        # the signal is recorded from this start on: nothing settled can be compared yet
+        assert payload["half_hours"] == 0
+        assert payload["not_compared"]["no_signal"] > 0
+        month = json.loads((await d.watcher.wait_for(f"{root}/ledger/month")).payload)
+        now = datetime.now(UTC)
+        local = now.astimezone(LONDON)
+        assert month["month"] == local.strftime("%Y-%m")
+        first = local_day_bounds(local.date().replace(day=1))[0]
+        settled = floor_half_hour(now - timedelta(days=2))
+        # what is settled of this month so far (none in its first two days); a half-hour may
+        # have been settled between the fetch and now
+        expected = max(0, int((settled - first) / timedelta(minutes=30)))
+        assert expected - 1 <= month["half_hours"] <= expected
+        yesterday = json.loads((await d.watcher.wait_for(f"{root}/ledger/yesterday")).payload)
+        assert yesterday["complete"] is True
+        assert yesterday["total_gbp"] > 0
+        assert d.watcher.last(d.topics.offpeak) in {"true", "false"}
+    store = Store.open(tmp_path / "ioagent.db", read_only=True)
+    try:
+        recorded = transitions_between(store, DEFAULT_ACCOUNT, HOME_SIGNAL, *EVER)
+    finally:
+        store.close()
+    assert recorded, "the published offpeak signal must be recorded for the ledger"
+    assert recorded[-1][1] == (d.watcher.last(d.topics.offpeak) == "true")
+
+
+@pytest.mark.timeout(120)
+async def test_a_flip_is_on_time_while_a_backfill_runs(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_task, "START_DELAY", 0.2)
+    mpan = mpan_for(simulator.state, DEFAULT_ACCOUNT)
+    # 30 days in 12-half-hour windows is 120 requests: at 2 a minute the backfill runs for
+    # an hour, so it is certainly running when the slot below starts.
+    ledger = {"mpan": mpan, "backfill_days": 30, "calls_per_hour": 60}
+    tariff = {**peak_now_tariff(), "round_to_half_hour": False}
+    async with running_daemon(broker, simulator, tmp_path, ledger=ledger, tariff=tariff) as d:
+        state = simulator.state
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=8)
+        state.add_dispatch(state.device(DEFAULT_EV_ID), start, start + timedelta(seconds=4),
+                           "SMART", 0.4)  # fmt: skip
+        assert (await d.command("refresh", "now"))["status"] == "ok"
+        on = await d.watcher.wait_for(d.topics.offpeak, lambda p: p == "true", timeout=20)
+        lateness = on.at - start.timestamp()
+        assert 0 <= lateness < FLIP_LATENESS_LIMIT, f"flip {lateness:+.3f}s"
+        asked = _calls(simulator, "account")
+        assert 1 <= asked < 120, f"the backfill must be under way, not done: {asked} requests"
