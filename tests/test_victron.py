@@ -26,7 +26,25 @@ from ioagent.victron.connector import (
 from tests.broker import Broker
 from tests.canary import secret
 from tests.faults.conftest import make_certificates, run_as_root_option
-from tests.gx_peer import FACTORY_SLOT, PORTAL_ID, USER_SLOTS, GxPeer, slot_path
+from tests.gx_peer import (
+    DBUS_MQTT,
+    FACTORY_SLOT,
+    FLASHMQ,
+    PORTAL_ID,
+    SCHEDULE,
+    USER_SLOTS,
+    GxPeer,
+    slot_path,
+)
+
+SUPPRESS = {"keepalive-options": ["suppress-republish"]}
+DBUS_MQTT_KEEPALIVE = [
+    f"{SCHEDULE}/3/#",
+    f"{SCHEDULE}/4/#",
+    "system/0/Control/ScheduledChargeStatus",
+    "settings/0/Settings/CGwacs/BatteryLife/State",
+]
+"""What ioagent asks dbus-mqtt to keep alive: its own slots and the status, nothing else."""
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -104,6 +122,8 @@ async def harness_factory(
                 "confirm_timeout": 0.5,
                 "reconnect_initial": 0.1,
                 "reconnect_max": 0.3,
+                # dbus-flashmq beats at once on a keepalive; dbus-mqtt announces itself.
+                "detect_timeout": 0.5,
                 **(tuning or {}),
             },
         )
@@ -167,6 +187,7 @@ async def test_writes_merged_windows_in_gx_local_time(
     status = harness.status
     assert status["connected"] is True
     assert status["portal_id"] == PORTAL_ID
+    assert status["broker"] == gx.mode
     assert status["error"] is None
     assert status["dry_run"] is False
     assert status["scheduled_charge_status"] == "OK: scheduled charging can run"
@@ -177,12 +198,11 @@ async def test_writes_merged_windows_in_gx_local_time(
     assert status["slots"]["3"]["window_end"] == windows[1][1].isoformat().replace("+00:00", "Z")
     assert gx.retained_writes == []
     assert user_slots_untouched(gx)
-    # Keepalive: one empty request for the full republish, then the cheap form.
-    assert gx.keepalives[0] == b""
-    await eventually(lambda: len(gx.keepalives) >= 2)
-    assert all(
-        json.loads(k) == {"keepalive-options": ["suppress-republish"]} for k in gx.keepalives[1:]
-    )
+    # Never an empty keepalive (a full republish): the cheap form first, then the broker's own.
+    await eventually(lambda: len(gx.keepalives) >= 3)
+    assert json.loads(gx.keepalives[0]) == SUPPRESS
+    renewal = SUPPRESS if gx.mode == FLASHMQ else DBUS_MQTT_KEEPALIVE
+    assert all(json.loads(k) == renewal for k in gx.keepalives[1:])
 
 
 async def test_unchanged_plan_makes_no_writes(
@@ -263,10 +283,16 @@ async def test_reconnects_and_resyncs_after_gx_and_broker_go_offline(
     assert user_slots_untouched(gx)
 
 
-SILENT = (
-    f"connected to the GX broker, but the GX (portal {PORTAL_ID}) has sent nothing, not even "
-    "a heartbeat, for 1 s: asking it to send everything again"
-)
+SILENT = {
+    FLASHMQ: (
+        f"connected to the GX broker, but the GX (portal {PORTAL_ID}) has sent nothing, not "
+        "even a heartbeat, for 1 s: asking it again"
+    ),
+    DBUS_MQTT: (
+        f"connected to the GX broker, but the GX (portal {PORTAL_ID}, dbus-mqtt) has answered "
+        "no read for 1 s: asking it again"
+    ),
+}
 OVERNIGHT = (utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 5, 30))
 NEXT_MORNING = (utc(2025, 1, 16, 11), utc(2025, 1, 16, 12))
 SLOT_4_NEXT_MORNING = {"Day": 4, "Start": 11 * 3600, "Duration": 3600, "Soc": 100}
@@ -285,11 +311,12 @@ async def test_a_silent_gx_is_reported_revived_and_resynced(
     keepalives = len(gx.keepalives)
     await eventually(lambda: harness.status["gx_silent"] is True)
     assert harness.status["connected"] is True, "the broker still answers"
-    assert harness.status["error"] == SILENT
+    assert harness.status["error"] == SILENT[gx.mode]
     # The plan changes while the GX is silent: nothing is written blind.
     writes = len(gx.writes)
     await harness.connector.update_windows([OVERNIGHT, NEXT_MORNING], now)
-    await eventually(lambda: b"" in gx.keepalives[keepalives:])
+    await eventually(lambda: len(gx.keepalives) > keepalives)
+    assert b"" not in gx.keepalives, "reviving asks for no full republish"
     assert gx.writes[writes:] == []
 
     gx.resume(restarted=True)
@@ -338,7 +365,9 @@ async def test_a_replaced_gx_is_found_by_its_new_portal_id(
     # A new GX in its place: its own broker (nothing retained) and another portal id.
     await gx.stop()
     broker.restart()
-    replacement = GxPeer(broker.host, broker.port, portal_id="c0619ab2ffff")
+    replacement = GxPeer(
+        broker.host, broker.port, portal_id="c0619ab2ffff", mode=gx.mode, heartbeat_interval=0.2
+    )
     await replacement.start()
     try:
         await eventually(lambda: replacement.slot(3)["Day"] == 3)
@@ -385,7 +414,12 @@ async def test_unconfirmed_write_is_retried_then_reported(
     await eventually(
         lambda: (harness.status.get("error") or "").startswith("the GX did not confirm")
     )
-    assert "Schedule/Charge/3/Start = 84600 after 3 attempts" in harness.status["error"]
+    assert harness.status["error"] == (
+        "the GX did not confirm Schedule/Charge/3/Start = 84600 after 3 attempts: it reads back "
+        "0, so it refused the value (the GX refuses values it does not accept, such as "
+        "out-of-range ones, without a word)"
+    )
+    assert harness.status["gx_silent"] is False
     assert gx.writes_to(3)[:3] == [(slot_path(3, "Start"), 84600)] * 3
     # The slot is never enabled with a start the GX refused.
     assert gx.slot(3)["Day"] == -7
@@ -408,11 +442,17 @@ class LockedBroker:
     broker: Broker
     ca_file: Path | None
 
-    def peer(self) -> GxPeer:
+    def peer(self, mode: str) -> GxPeer:
         options: dict[str, Any] = {"username": GX_PEER_USER, "password": GX_PEER_PASSWORD}
         if self.ca_file is not None:
             options["tls_params"] = TLSParameters(ca_certs=str(self.ca_file))
-        return GxPeer(self.broker.host, self.broker.port, client_options=options)
+        return GxPeer(
+            self.broker.host,
+            self.broker.port,
+            mode=mode,
+            heartbeat_interval=0.2,
+            client_options=options,
+        )
 
     def login(self, password: str) -> dict[str, Any]:
         """Connector settings that log in as ioagent with ``password``."""
@@ -459,9 +499,9 @@ def locked_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lo
 
 @pytest.mark.parametrize("locked_broker", ["password", "tls"], indirect=True)
 async def test_logs_in_to_a_locked_gx_broker_and_never_shows_the_password(
-    locked_broker: LockedBroker, harness_factory: Callable[..., Harness]
+    locked_broker: LockedBroker, harness_factory: Callable[..., Harness], gx_mode: str
 ) -> None:
-    gx = locked_broker.peer()
+    gx = locked_broker.peer(gx_mode)
     await gx.start()
     now = utc(2025, 1, 15, 12)
     try:
