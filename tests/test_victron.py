@@ -19,7 +19,9 @@ from structlog.testing import capture_logs
 from ioagent.config import VictronSettings
 from ioagent.victron.connector import (
     VictronConnector,
+    dbus_mqtt_keepalive,
     describe_scheduled_charge,
+    parse_fields,
     parse_value,
     reconnect_delay,
 )
@@ -83,9 +85,9 @@ async def eventually(predicate: Callable[[], bool], within: float = 8.0) -> None
             await asyncio.sleep(0.02)
 
 
-def make_settings(broker: Broker, **overrides: Any) -> VictronSettings:
+def make_settings(target: Broker, **overrides: Any) -> VictronSettings:
     return VictronSettings(
-        enabled=True, host=broker.host, port=broker.port, slots=[3, 4], **overrides
+        enabled=True, host=target.host, port=target.port, slots=[3, 4], **overrides
     )
 
 
@@ -585,3 +587,238 @@ def test_reconnect_delay_is_capped_and_jittered(attempt: int) -> None:
     delays = {reconnect_delay(attempt, 1.0, 60.0) for _ in range(50)}
     assert all(ceiling / 2 <= d <= ceiling for d in delays)
     assert len(delays) > 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "fields"),
+    [
+        (
+            b'{"value": {"Day": 3, "Start": 84600, "Duration": 21600, "Soc": 100, '
+            b'"AllowDischarge": 0}}',
+            {"Day": 3, "Start": 84600, "Duration": 21600, "Soc": 100, "AllowDischarge": 0},
+        ),
+        (b'{"value": {"/Day": -7, "/Soc": 99.6}}', {"Day": -7, "Soc": 100}),
+        (b'{"value": {"Day": null, "Soc": "x"}}', {"Day": None, "Soc": None}),
+        (b'{"value": 3}', None),
+        (b"", None),
+        (b"not json", None),
+    ],
+)
+def test_parse_fields_reads_dbus_mqtt_subtree_answers(
+    payload: bytes, fields: dict[str, int | None] | None
+) -> None:
+    assert parse_fields(payload) == fields
+
+
+def test_dbus_mqtt_keepalive_names_only_what_ioagent_needs() -> None:
+    assert json.loads(dbus_mqtt_keepalive([3, 4])) == DBUS_MQTT_KEEPALIVE
+
+
+# --- the real stack's differences --------------------------------------------------------
+
+
+async def test_first_contact_costs_the_gx_only_what_ioagent_needs(
+    gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    """The peer holds a bare GX's ~700 topics; a full republish would send them all."""
+    now = utc(2025, 1, 15, 12)
+    harness = harness_factory(now)
+    await harness.connector.update_windows([OVERNIGHT], now)
+    await eventually(lambda: gx.slot(3)["Day"] == 3)
+    await eventually(lambda: harness.status["pending_writes"] == [])
+    await harness.synced()
+    sent = [t for t in gx.published_topics() if not t.endswith("/heartbeat")]
+    assert f"N/{PORTAL_ID}/full_publish_completed" not in sent
+    assert b"" not in gx.keepalives
+    if gx.mode == FLASHMQ:
+        assert json.loads(gx.keepalives[0]) == SUPPRESS
+    # Two slots of five fields, the two status values, the three writes' echoes and read-backs,
+    # the liveness reads: a few dozen at most, where a full republish is 700.
+    assert 12 <= len(sent) <= 40, sent
+    touched = {t.split("/", 2)[2] for t in sent}
+    assert all(
+        path.startswith((f"{SCHEDULE}/3", f"{SCHEDULE}/4"))
+        or path
+        in (
+            "system/0/Control/ScheduledChargeStatus",
+            "settings/0/Settings/CGwacs/BatteryLife/State",
+        )
+        for path in touched
+    ), touched
+
+
+async def test_a_hung_settings_service_is_named_in_the_status(
+    gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    now = utc(2025, 1, 15, 12)
+    harness = harness_factory(now)
+    await harness.connector.update_windows([OVERNIGHT], now)
+    await eventually(lambda: gx.slot(3)["Day"] == 3)
+    await eventually(lambda: harness.status["error"] is None)
+
+    # localsettings hangs; dbus-flashmq's heartbeat (or dbus-mqtt's other answers) goes on.
+    gx.settings_hung = True
+    await harness.connector.update_windows([OVERNIGHT, NEXT_MORNING], now)
+    alive = "its heartbeat goes on" if gx.mode == FLASHMQ else "it answers other reads"
+    await eventually(lambda: (harness.status.get("error") or "").startswith("the GX did not"))
+    assert harness.status["error"] == (
+        "the GX did not confirm Schedule/Charge/4/Start = 39600 after 3 attempts: it did not "
+        f"answer the read-back at all, although it is alive ({alive}): its settings service "
+        "(localsettings) may be hung; restarting the GX clears that"
+    )
+    assert harness.status["gx_silent"] is False
+    assert gx.slot(4)["Day"] == -7, "never enabled half-written"
+
+    gx.settings_hung = False
+    await eventually(lambda: gx.slot(4) == {**SLOT_4_NEXT_MORNING, "AllowDischarge": 0})
+    await eventually(lambda: harness.status["error"] is None)
+
+
+@pytest.mark.parametrize("broker_setting", ["dbus-flashmq", "dbus-mqtt"])
+async def test_a_broker_setting_skips_the_detection(
+    broker: Broker, harness_factory: Callable[..., Harness], broker_setting: str
+) -> None:
+    peer = GxPeer(broker.host, broker.port, mode=broker_setting, heartbeat_interval=0.2)
+    await peer.start()
+    try:
+        now = utc(2025, 1, 15, 12)
+        harness = harness_factory(now, broker=broker_setting)
+        await harness.connector.update_windows([OVERNIGHT], now)
+        await eventually(lambda: peer.slot(3)["Day"] == 3)
+        assert harness.status["broker"] == broker_setting
+        expected = SUPPRESS if broker_setting == FLASHMQ else DBUS_MQTT_KEEPALIVE
+        assert json.loads(peer.keepalives[0]) == expected, "no detection keepalive first"
+    finally:
+        await peer.stop()
+
+
+async def test_a_dbus_mqtt_that_does_not_announce_itself_is_known_by_its_missing_heartbeat(
+    broker: Broker, harness_factory: Callable[..., Harness]
+) -> None:
+    peer = GxPeer(broker.host, broker.port, mode=DBUS_MQTT, announces_keepalive=False)
+    await peer.start()
+    try:
+        now = utc(2025, 1, 15, 12)
+        with capture_logs() as logs:
+            harness = harness_factory(now)
+            await harness.connector.update_windows([OVERNIGHT], now)
+            await eventually(lambda: peer.slot(3)["Day"] == 3)
+        detected = [e for e in logs if e["event"] == "victron.broker_detected"]
+        assert [(e["broker"], e["reason"]) for e in detected] == [
+            (DBUS_MQTT, "no heartbeat within 0.5 s of a keepalive")
+        ]
+        await eventually(lambda: harness.status["error"] is None)
+        assert harness.status["broker"] == DBUS_MQTT
+    finally:
+        await peer.stop()
+
+
+async def test_the_real_heartbeat_cadence_raises_no_false_alarm(
+    broker: Broker, harness_factory: Callable[..., Harness]
+) -> None:
+    """dbus-flashmq beats every 3 s; the watchdog waits two keepalive intervals (here 4 s)."""
+    peer = GxPeer(broker.host, broker.port, mode=FLASHMQ)
+    assert peer.heartbeat_interval == 3.0
+    await peer.start()
+    try:
+        now = utc(2025, 1, 15, 12)
+        harness = harness_factory(
+            now, tuning={"keepalive_interval": 4.0, "silence_timeout": None, "detect_timeout": 10}
+        )
+        await harness.connector.update_windows([OVERNIGHT], now)
+        await eventually(lambda: peer.slot(3)["Day"] == 3)
+        await asyncio.sleep(12)  # three silence timeouts' worth of nothing but heartbeats
+        assert not any(status["gx_silent"] for status in harness.statuses)
+        assert harness.status["broker"] == FLASHMQ
+        assert harness.status["error"] is None
+    finally:
+        await peer.stop()
+
+
+def plan_window(step: int) -> tuple[datetime, datetime]:
+    """A different evening window for each step of a changing plan."""
+    start = utc(2025, 1, 15, 18) + timedelta(minutes=30 * step)
+    return start, start + timedelta(minutes=30)
+
+
+async def keep_dbus_mqtt_in_sync(
+    broker: Broker,
+    harness_factory: Callable[..., Harness],
+    *,
+    gx_keepalive_timeout: float,
+    tuning: dict[str, Any],
+    plan_changes: int,
+    change_every: float,
+) -> None:
+    """Change the plan again and again for a while: dbus-mqtt must never lapse, every plan must
+    reach the GX, and the watchdog must never see a silent GX."""
+    peer = GxPeer(broker.host, broker.port, mode=DBUS_MQTT, keepalive_timeout=gx_keepalive_timeout)
+    await peer.start()
+    try:
+        now = utc(2025, 1, 15, 12)
+        harness = harness_factory(now, tuning=tuning)
+        for step in range(plan_changes):
+            window = plan_window(step)
+            await harness.connector.update_windows([window], now)
+            start = window[0].hour * 3600 + window[0].minute * 60
+            await eventually(
+                lambda start=start: (
+                    peer.slot(3)
+                    == {
+                        **SLOT_4_NEXT_MORNING,
+                        "Day": 3,
+                        "Start": start,
+                        "Duration": 1800,
+                        "AllowDischarge": 0,
+                    }
+                ),
+                within=max(8.0, change_every),
+            )
+            await asyncio.sleep(change_every)
+        assert peer.cleared == [], "dbus-mqtt's keepalive never lapsed"
+        assert not any(status["gx_silent"] for status in harness.statuses)
+        assert harness.status["error"] is None
+        assert harness.status["broker"] == DBUS_MQTT
+        assert b"" not in peer.keepalives
+        assert all(json.loads(k) == DBUS_MQTT_KEEPALIVE for k in peer.keepalives[1:])
+        assert user_slots_untouched(peer)
+    finally:
+        await peer.stop()
+
+
+async def test_keeps_a_dbus_mqtt_gx_in_sync_while_the_plan_changes(
+    broker: Broker, harness_factory: Callable[..., Harness]
+) -> None:
+    """The soak test below with its timings divided by 30: a 2 s dbus-mqtt keepalive timeout
+    (60 s on the GX), outlived several times over."""
+    await keep_dbus_mqtt_in_sync(
+        broker,
+        harness_factory,
+        gx_keepalive_timeout=2.0,
+        tuning={"keepalive_interval": 1.0, "silence_timeout": None, "reevaluate_interval": 2.0},
+        plan_changes=6,
+        change_every=2.0,
+    )
+
+
+@pytest.mark.soak
+async def test_soak_keeps_a_dbus_mqtt_gx_in_sync_for_ten_minutes(
+    broker: Broker, harness_factory: Callable[..., Harness]
+) -> None:
+    """Ten minutes at the real timings: dbus-mqtt forgets topics after 60 s, ioagent renews
+    every 30 s and re-evaluates every 60 s; the plan changes every minute."""
+    await keep_dbus_mqtt_in_sync(
+        broker,
+        harness_factory,
+        gx_keepalive_timeout=60.0,
+        tuning={
+            "keepalive_interval": 30.0,
+            "silence_timeout": None,
+            "reevaluate_interval": 60.0,
+            "read_timeout": 10.0,
+            "confirm_timeout": 5.0,
+            "detect_timeout": 10.0,
+        },
+        plan_changes=10,
+        change_every=60.0,
+    )
