@@ -385,7 +385,7 @@ class VictronConnector:
             KEEPALIVE_PATH,
         ):
             await _keeping_cancellation(client.subscribe(f"N/{portal}/{path}"))
-        if self._broker is None:
+        if self._settings.broker == "auto":
             # The cheap keepalive first: on dbus-flashmq it is all that is needed (reads are
             # answered anyway, and the heartbeat it starts tells us the broker); on dbus-mqtt
             # it keeps nothing alive and costs nothing.
