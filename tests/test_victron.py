@@ -354,6 +354,9 @@ async def test_a_gx_silent_for_long_is_reconnected(
     gx.resume(restarted=True)
     await eventually(lambda: gx.slot(4) == {**SLOT_4_NEXT_MORNING, "AllowDischarge": 0})
     await eventually(lambda: harness.status["gx_silent"] is False)
+    # A dbus-flashmq that was stalled through the detection was taken for dbus-mqtt (no
+    # heartbeat); its heartbeat, once back, puts that right.
+    await eventually(lambda: harness.status["broker"] == gx.mode)
 
 
 async def test_a_replaced_gx_is_found_by_its_new_portal_id(

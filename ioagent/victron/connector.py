@@ -568,7 +568,8 @@ class VictronConnector:
             async with self._values_changed:
                 for name, known in fields.items():
                     self._values[slot][name] = known
-                    self._answers[(slot, name)] = self._answers.get((slot, name), 0) + 1
+                    if payload:  # an empty payload clears a topic; it answers nothing
+                        self._answers[(slot, name)] = self._answers.get((slot, name), 0) + 1
                 self._values_changed.notify_all()
         elif path == SCHEDULED_CHARGE_STATUS_PATH:
             self._scheduled_charge_code = number
@@ -685,6 +686,8 @@ class VictronConnector:
             log.warning(
                 "victron.write_unconfirmed", slot=write.slot, field=write.field, attempt=attempt
             )
+        if self._gx_silent:
+            return "the GX fell silent meanwhile"
         if self._answers.get((write.slot, write.field), 0) > answers_before:
             held = self._values[write.slot].get(write.field)
             return (
