@@ -41,7 +41,9 @@ from tests.gx_peer import (
 
 SUPPRESS = {"keepalive-options": ["suppress-republish"]}
 DBUS_MQTT_KEEPALIVE = [
+    f"{SCHEDULE}/3",
     f"{SCHEDULE}/3/#",
+    f"{SCHEDULE}/4",
     f"{SCHEDULE}/4/#",
     "system/0/Control/ScheduledChargeStatus",
     "settings/0/Settings/CGwacs/BatteryLife/State",

@@ -116,8 +116,15 @@ def parse_fields(payload: bytes) -> dict[str, int | None] | None:
 
 
 def dbus_mqtt_keepalive(owned: Iterable[int]) -> str:
-    """The dbus-mqtt keepalive: the list of the topics ioagent needs, and nothing else."""
-    wanted = [f"{SCHEDULE_PATH}/{slot}/#" for slot in owned]
+    """The dbus-mqtt keepalive: the list of the topics ioagent needs, and nothing else.
+
+    Each owned slot is named twice: its fields (``…/3/#``) and its own topic (``…/3``), where
+    dbus-mqtt answers a subtree read, in case its ``#`` does not match the parent level."""
+    wanted = [
+        topic
+        for slot in owned
+        for topic in (f"{SCHEDULE_PATH}/{slot}", f"{SCHEDULE_PATH}/{slot}/#")
+    ]
     return json.dumps([*wanted, SCHEDULED_CHARGE_STATUS_PATH, BATTERY_LIFE_STATE_PATH])
 
 
