@@ -321,6 +321,13 @@ class VictronSettings(Section):
     )
     timezone: str = Field(default="Europe/London", description="The GX's local time zone.")
     dry_run: bool = Field(default=False, description="Log the writes without making them.")
+    broker: Literal["auto", "dbus-flashmq", "dbus-mqtt"] = Field(
+        default="auto",
+        description=(
+            "The GX's MQTT service: dbus-flashmq (Venus OS 3.20 and later) or dbus-mqtt "
+            "(older); auto tells them apart on every connect."
+        ),
+    )
 
     _tz = field_validator("timezone")(_validate_timezone)
 

@@ -21,7 +21,7 @@ from ioagent.simulator.state import SimulatorState, TokenGrant
 from ioagent.timeutil import utc_now
 from tests import canary
 from tests.broker import Broker
-from tests.gx_peer import GxPeer
+from tests.gx_peer import MODES, GxPeer
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -95,10 +95,17 @@ async def simulator() -> AsyncIterator[RunningSimulator]:
         yield running
 
 
+@pytest.fixture(params=MODES)
+def gx_mode(request: pytest.FixtureRequest) -> str:
+    """Each GX test runs against both MQTT services: dbus-flashmq and the older dbus-mqtt."""
+    return str(request.param)
+
+
 @pytest_asyncio.fixture
-async def gx(broker: Broker) -> AsyncIterator[GxPeer]:
-    """The fake Victron GX (tests/gx_peer.py) on the test broker."""
-    peer = GxPeer(broker.host, broker.port)
+async def gx(broker: Broker, gx_mode: str) -> AsyncIterator[GxPeer]:
+    """The fake Victron GX (tests/gx_peer.py) on the test broker, in both modes. It beats every
+    0.2 s instead of 3 s so that tests can use short silence timeouts."""
+    peer = GxPeer(broker.host, broker.port, mode=gx_mode, heartbeat_interval=0.2)
     await peer.start()
     try:
         yield peer

@@ -59,7 +59,9 @@ def _prepare(tmp_path: Path, *, signals: bool = True, disagree_at: time | None =
             record_transition(store, ACCOUNT, CAR_SIGNAL, row.start, row.car_band == "low")
     store.close()
     config = tmp_path / "ioagent.toml"
-    config.write_text(f'[octopus]\napi_key = "sk_live_LedgerTestKey00000001"\n\n[storage]\npath = "{db}"\n')
+    config.write_text(
+        f'[octopus]\napi_key = "sk_live_LedgerTestKey00000001"\n\n[storage]\npath = "{db}"\n'
+    )
     return config
 
 

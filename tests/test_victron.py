@@ -19,14 +19,36 @@ from structlog.testing import capture_logs
 from ioagent.config import VictronSettings
 from ioagent.victron.connector import (
     VictronConnector,
+    dbus_mqtt_keepalive,
     describe_scheduled_charge,
+    parse_fields,
     parse_value,
     reconnect_delay,
 )
 from tests.broker import Broker
 from tests.canary import secret
 from tests.faults.conftest import make_certificates, run_as_root_option
-from tests.gx_peer import FACTORY_SLOT, PORTAL_ID, USER_SLOTS, GxPeer, slot_path
+from tests.gx_peer import (
+    DBUS_MQTT,
+    FACTORY_SLOT,
+    FLASHMQ,
+    PORTAL_ID,
+    SCHEDULE,
+    USER_SLOTS,
+    GxPeer,
+    slot_path,
+)
+
+SUPPRESS = {"keepalive-options": ["suppress-republish"]}
+DBUS_MQTT_KEEPALIVE = [
+    f"{SCHEDULE}/3",
+    f"{SCHEDULE}/3/#",
+    f"{SCHEDULE}/4",
+    f"{SCHEDULE}/4/#",
+    "system/0/Control/ScheduledChargeStatus",
+    "settings/0/Settings/CGwacs/BatteryLife/State",
+]
+"""What ioagent asks dbus-mqtt to keep alive: its own slots and the status, nothing else."""
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -65,9 +87,9 @@ async def eventually(predicate: Callable[[], bool], within: float = 8.0) -> None
             await asyncio.sleep(0.02)
 
 
-def make_settings(broker: Broker, **overrides: Any) -> VictronSettings:
+def make_settings(target: Broker, **overrides: Any) -> VictronSettings:
     return VictronSettings(
-        enabled=True, host=broker.host, port=broker.port, slots=[3, 4], **overrides
+        enabled=True, host=target.host, port=target.port, slots=[3, 4], **overrides
     )
 
 
@@ -104,6 +126,8 @@ async def harness_factory(
                 "confirm_timeout": 0.5,
                 "reconnect_initial": 0.1,
                 "reconnect_max": 0.3,
+                # dbus-flashmq beats at once on a keepalive; dbus-mqtt announces itself.
+                "detect_timeout": 0.5,
                 **(tuning or {}),
             },
         )
@@ -167,6 +191,7 @@ async def test_writes_merged_windows_in_gx_local_time(
     status = harness.status
     assert status["connected"] is True
     assert status["portal_id"] == PORTAL_ID
+    assert status["broker"] == gx.mode
     assert status["error"] is None
     assert status["dry_run"] is False
     assert status["scheduled_charge_status"] == "OK: scheduled charging can run"
@@ -177,12 +202,11 @@ async def test_writes_merged_windows_in_gx_local_time(
     assert status["slots"]["3"]["window_end"] == windows[1][1].isoformat().replace("+00:00", "Z")
     assert gx.retained_writes == []
     assert user_slots_untouched(gx)
-    # Keepalive: one empty request for the full republish, then the cheap form.
-    assert gx.keepalives[0] == b""
-    await eventually(lambda: len(gx.keepalives) >= 2)
-    assert all(
-        json.loads(k) == {"keepalive-options": ["suppress-republish"]} for k in gx.keepalives[1:]
-    )
+    # Never an empty keepalive (a full republish): the cheap form first, then the broker's own.
+    await eventually(lambda: len(gx.keepalives) >= 3)
+    assert json.loads(gx.keepalives[0]) == SUPPRESS
+    renewal = SUPPRESS if gx.mode == FLASHMQ else DBUS_MQTT_KEEPALIVE
+    assert all(json.loads(k) == renewal for k in gx.keepalives[1:])
 
 
 async def test_unchanged_plan_makes_no_writes(
@@ -263,10 +287,16 @@ async def test_reconnects_and_resyncs_after_gx_and_broker_go_offline(
     assert user_slots_untouched(gx)
 
 
-SILENT = (
-    f"connected to the GX broker, but the GX (portal {PORTAL_ID}) has sent nothing, not even "
-    "a heartbeat, for 1 s: asking it to send everything again"
-)
+SILENT = {
+    FLASHMQ: (
+        f"connected to the GX broker, but the GX (portal {PORTAL_ID}) has sent nothing, not "
+        "even a heartbeat, for 1 s: asking it again"
+    ),
+    DBUS_MQTT: (
+        f"connected to the GX broker, but the GX (portal {PORTAL_ID}, dbus-mqtt) has answered "
+        "no read for 1 s: asking it again"
+    ),
+}
 OVERNIGHT = (utc(2025, 1, 15, 23, 30), utc(2025, 1, 16, 5, 30))
 NEXT_MORNING = (utc(2025, 1, 16, 11), utc(2025, 1, 16, 12))
 SLOT_4_NEXT_MORNING = {"Day": 4, "Start": 11 * 3600, "Duration": 3600, "Soc": 100}
@@ -285,11 +315,12 @@ async def test_a_silent_gx_is_reported_revived_and_resynced(
     keepalives = len(gx.keepalives)
     await eventually(lambda: harness.status["gx_silent"] is True)
     assert harness.status["connected"] is True, "the broker still answers"
-    assert harness.status["error"] == SILENT
+    assert harness.status["error"] == SILENT[gx.mode]
     # The plan changes while the GX is silent: nothing is written blind.
     writes = len(gx.writes)
     await harness.connector.update_windows([OVERNIGHT, NEXT_MORNING], now)
-    await eventually(lambda: b"" in gx.keepalives[keepalives:])
+    await eventually(lambda: len(gx.keepalives) > keepalives)
+    assert b"" not in gx.keepalives, "reviving asks for no full republish"
     assert gx.writes[writes:] == []
 
     gx.resume(restarted=True)
@@ -325,6 +356,9 @@ async def test_a_gx_silent_for_long_is_reconnected(
     gx.resume(restarted=True)
     await eventually(lambda: gx.slot(4) == {**SLOT_4_NEXT_MORNING, "AllowDischarge": 0})
     await eventually(lambda: harness.status["gx_silent"] is False)
+    # A dbus-flashmq that was stalled through the detection was taken for dbus-mqtt (no
+    # heartbeat); its heartbeat, once back, puts that right.
+    await eventually(lambda: harness.status["broker"] == gx.mode)
 
 
 async def test_a_replaced_gx_is_found_by_its_new_portal_id(
@@ -338,7 +372,9 @@ async def test_a_replaced_gx_is_found_by_its_new_portal_id(
     # A new GX in its place: its own broker (nothing retained) and another portal id.
     await gx.stop()
     broker.restart()
-    replacement = GxPeer(broker.host, broker.port, portal_id="c0619ab2ffff")
+    replacement = GxPeer(
+        broker.host, broker.port, portal_id="c0619ab2ffff", mode=gx.mode, heartbeat_interval=0.2
+    )
     await replacement.start()
     try:
         await eventually(lambda: replacement.slot(3)["Day"] == 3)
@@ -385,7 +421,12 @@ async def test_unconfirmed_write_is_retried_then_reported(
     await eventually(
         lambda: (harness.status.get("error") or "").startswith("the GX did not confirm")
     )
-    assert "Schedule/Charge/3/Start = 84600 after 3 attempts" in harness.status["error"]
+    assert harness.status["error"] == (
+        "the GX did not confirm Schedule/Charge/3/Start = 84600 after 3 attempts: it reads back "
+        "0, so it refused the value (the GX refuses values it does not accept, such as "
+        "out-of-range ones, without a word)"
+    )
+    assert harness.status["gx_silent"] is False
     assert gx.writes_to(3)[:3] == [(slot_path(3, "Start"), 84600)] * 3
     # The slot is never enabled with a start the GX refused.
     assert gx.slot(3)["Day"] == -7
@@ -408,11 +449,17 @@ class LockedBroker:
     broker: Broker
     ca_file: Path | None
 
-    def peer(self) -> GxPeer:
+    def peer(self, mode: str) -> GxPeer:
         options: dict[str, Any] = {"username": GX_PEER_USER, "password": GX_PEER_PASSWORD}
         if self.ca_file is not None:
             options["tls_params"] = TLSParameters(ca_certs=str(self.ca_file))
-        return GxPeer(self.broker.host, self.broker.port, client_options=options)
+        return GxPeer(
+            self.broker.host,
+            self.broker.port,
+            mode=mode,
+            heartbeat_interval=0.2,
+            client_options=options,
+        )
 
     def login(self, password: str) -> dict[str, Any]:
         """Connector settings that log in as ioagent with ``password``."""
@@ -459,9 +506,9 @@ def locked_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lo
 
 @pytest.mark.parametrize("locked_broker", ["password", "tls"], indirect=True)
 async def test_logs_in_to_a_locked_gx_broker_and_never_shows_the_password(
-    locked_broker: LockedBroker, harness_factory: Callable[..., Harness]
+    locked_broker: LockedBroker, harness_factory: Callable[..., Harness], gx_mode: str
 ) -> None:
-    gx = locked_broker.peer()
+    gx = locked_broker.peer(gx_mode)
     await gx.start()
     now = utc(2025, 1, 15, 12)
     try:
@@ -545,3 +592,238 @@ def test_reconnect_delay_is_capped_and_jittered(attempt: int) -> None:
     delays = {reconnect_delay(attempt, 1.0, 60.0) for _ in range(50)}
     assert all(ceiling / 2 <= d <= ceiling for d in delays)
     assert len(delays) > 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "fields"),
+    [
+        (
+            b'{"value": {"Day": 3, "Start": 84600, "Duration": 21600, "Soc": 100, '
+            b'"AllowDischarge": 0}}',
+            {"Day": 3, "Start": 84600, "Duration": 21600, "Soc": 100, "AllowDischarge": 0},
+        ),
+        (b'{"value": {"/Day": -7, "/Soc": 99.6}}', {"Day": -7, "Soc": 100}),
+        (b'{"value": {"Day": null, "Soc": "x"}}', {"Day": None, "Soc": None}),
+        (b'{"value": 3}', None),
+        (b"", None),
+        (b"not json", None),
+    ],
+)
+def test_parse_fields_reads_dbus_mqtt_subtree_answers(
+    payload: bytes, fields: dict[str, int | None] | None
+) -> None:
+    assert parse_fields(payload) == fields
+
+
+def test_dbus_mqtt_keepalive_names_only_what_ioagent_needs() -> None:
+    assert json.loads(dbus_mqtt_keepalive([3, 4])) == DBUS_MQTT_KEEPALIVE
+
+
+# --- the real stack's differences --------------------------------------------------------
+
+
+async def test_first_contact_costs_the_gx_only_what_ioagent_needs(
+    gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    """The peer holds a bare GX's ~700 topics; a full republish would send them all."""
+    now = utc(2025, 1, 15, 12)
+    harness = harness_factory(now)
+    await harness.connector.update_windows([OVERNIGHT], now)
+    await eventually(lambda: gx.slot(3)["Day"] == 3)
+    await eventually(lambda: harness.status["pending_writes"] == [])
+    await harness.synced()
+    sent = [t for t in gx.published_topics() if not t.endswith("/heartbeat")]
+    assert f"N/{PORTAL_ID}/full_publish_completed" not in sent
+    assert b"" not in gx.keepalives
+    if gx.mode == FLASHMQ:
+        assert json.loads(gx.keepalives[0]) == SUPPRESS
+    # Two slots of five fields, the two status values, the three writes' echoes and read-backs,
+    # the liveness reads: a few dozen at most, where a full republish is 700.
+    assert 12 <= len(sent) <= 40, sent
+    touched = {t.split("/", 2)[2] for t in sent}
+    assert all(
+        path.startswith((f"{SCHEDULE}/3", f"{SCHEDULE}/4"))
+        or path
+        in (
+            "system/0/Control/ScheduledChargeStatus",
+            "settings/0/Settings/CGwacs/BatteryLife/State",
+        )
+        for path in touched
+    ), touched
+
+
+async def test_a_hung_settings_service_is_named_in_the_status(
+    gx: GxPeer, harness_factory: Callable[..., Harness]
+) -> None:
+    now = utc(2025, 1, 15, 12)
+    harness = harness_factory(now)
+    await harness.connector.update_windows([OVERNIGHT], now)
+    await eventually(lambda: gx.slot(3)["Day"] == 3)
+    await eventually(lambda: harness.status["error"] is None)
+
+    # localsettings hangs; dbus-flashmq's heartbeat (or dbus-mqtt's other answers) goes on.
+    gx.settings_hung = True
+    await harness.connector.update_windows([OVERNIGHT, NEXT_MORNING], now)
+    alive = "its heartbeat goes on" if gx.mode == FLASHMQ else "it answers other reads"
+    await eventually(lambda: (harness.status.get("error") or "").startswith("the GX did not"))
+    assert harness.status["error"] == (
+        "the GX did not confirm Schedule/Charge/4/Start = 39600 after 3 attempts: it did not "
+        f"answer the read-back at all, although it is alive ({alive}): its settings service "
+        "(localsettings) may be hung; restarting the GX clears that"
+    )
+    assert harness.status["gx_silent"] is False
+    assert gx.slot(4)["Day"] == -7, "never enabled half-written"
+
+    gx.settings_hung = False
+    await eventually(lambda: gx.slot(4) == {**SLOT_4_NEXT_MORNING, "AllowDischarge": 0})
+    await eventually(lambda: harness.status["error"] is None)
+
+
+@pytest.mark.parametrize("broker_setting", ["dbus-flashmq", "dbus-mqtt"])
+async def test_a_broker_setting_skips_the_detection(
+    broker: Broker, harness_factory: Callable[..., Harness], broker_setting: str
+) -> None:
+    peer = GxPeer(broker.host, broker.port, mode=broker_setting, heartbeat_interval=0.2)
+    await peer.start()
+    try:
+        now = utc(2025, 1, 15, 12)
+        harness = harness_factory(now, broker=broker_setting)
+        await harness.connector.update_windows([OVERNIGHT], now)
+        await eventually(lambda: peer.slot(3)["Day"] == 3)
+        assert harness.status["broker"] == broker_setting
+        expected = SUPPRESS if broker_setting == FLASHMQ else DBUS_MQTT_KEEPALIVE
+        assert json.loads(peer.keepalives[0]) == expected, "no detection keepalive first"
+    finally:
+        await peer.stop()
+
+
+async def test_a_dbus_mqtt_that_does_not_announce_itself_is_known_by_its_missing_heartbeat(
+    broker: Broker, harness_factory: Callable[..., Harness]
+) -> None:
+    peer = GxPeer(broker.host, broker.port, mode=DBUS_MQTT, announces_keepalive=False)
+    await peer.start()
+    try:
+        now = utc(2025, 1, 15, 12)
+        with capture_logs() as logs:
+            harness = harness_factory(now)
+            await harness.connector.update_windows([OVERNIGHT], now)
+            await eventually(lambda: peer.slot(3)["Day"] == 3)
+        detected = [e for e in logs if e["event"] == "victron.broker_detected"]
+        assert [(e["broker"], e["reason"]) for e in detected] == [
+            (DBUS_MQTT, "no heartbeat within 0.5 s of a keepalive")
+        ]
+        await eventually(lambda: harness.status["error"] is None)
+        assert harness.status["broker"] == DBUS_MQTT
+    finally:
+        await peer.stop()
+
+
+async def test_the_real_heartbeat_cadence_raises_no_false_alarm(
+    broker: Broker, harness_factory: Callable[..., Harness]
+) -> None:
+    """dbus-flashmq beats every 3 s; the watchdog waits two keepalive intervals (here 4 s)."""
+    peer = GxPeer(broker.host, broker.port, mode=FLASHMQ)
+    assert peer.heartbeat_interval == 3.0
+    await peer.start()
+    try:
+        now = utc(2025, 1, 15, 12)
+        harness = harness_factory(
+            now, tuning={"keepalive_interval": 4.0, "silence_timeout": None, "detect_timeout": 10}
+        )
+        await harness.connector.update_windows([OVERNIGHT], now)
+        await eventually(lambda: peer.slot(3)["Day"] == 3)
+        await asyncio.sleep(12)  # three silence timeouts' worth of nothing but heartbeats
+        assert not any(status["gx_silent"] for status in harness.statuses)
+        assert harness.status["broker"] == FLASHMQ
+        assert harness.status["error"] is None
+    finally:
+        await peer.stop()
+
+
+def plan_window(step: int) -> tuple[datetime, datetime]:
+    """A different evening window for each step of a changing plan."""
+    start = utc(2025, 1, 15, 18) + timedelta(minutes=30 * step)
+    return start, start + timedelta(minutes=30)
+
+
+async def keep_dbus_mqtt_in_sync(
+    broker: Broker,
+    harness_factory: Callable[..., Harness],
+    *,
+    gx_keepalive_timeout: float,
+    tuning: dict[str, Any],
+    plan_changes: int,
+    change_every: float,
+) -> None:
+    """Change the plan again and again for a while: dbus-mqtt must never lapse, every plan must
+    reach the GX, and the watchdog must never see a silent GX."""
+    peer = GxPeer(broker.host, broker.port, mode=DBUS_MQTT, keepalive_timeout=gx_keepalive_timeout)
+    await peer.start()
+    try:
+        now = utc(2025, 1, 15, 12)
+        harness = harness_factory(now, tuning=tuning)
+        for step in range(plan_changes):
+            window = plan_window(step)
+            await harness.connector.update_windows([window], now)
+            start = window[0].hour * 3600 + window[0].minute * 60
+            await eventually(
+                lambda start=start: (
+                    peer.slot(3)
+                    == {
+                        **SLOT_4_NEXT_MORNING,
+                        "Day": 3,
+                        "Start": start,
+                        "Duration": 1800,
+                        "AllowDischarge": 0,
+                    }
+                ),
+                within=max(8.0, change_every),
+            )
+            await asyncio.sleep(change_every)
+        assert peer.cleared == [], "dbus-mqtt's keepalive never lapsed"
+        assert not any(status["gx_silent"] for status in harness.statuses)
+        assert harness.status["error"] is None
+        assert harness.status["broker"] == DBUS_MQTT
+        assert b"" not in peer.keepalives
+        assert all(json.loads(k) == DBUS_MQTT_KEEPALIVE for k in peer.keepalives[1:])
+        assert user_slots_untouched(peer)
+    finally:
+        await peer.stop()
+
+
+async def test_keeps_a_dbus_mqtt_gx_in_sync_while_the_plan_changes(
+    broker: Broker, harness_factory: Callable[..., Harness]
+) -> None:
+    """The soak test below with its timings divided by 30: a 2 s dbus-mqtt keepalive timeout
+    (60 s on the GX), outlived several times over."""
+    await keep_dbus_mqtt_in_sync(
+        broker,
+        harness_factory,
+        gx_keepalive_timeout=2.0,
+        tuning={"keepalive_interval": 1.0, "silence_timeout": None, "reevaluate_interval": 2.0},
+        plan_changes=6,
+        change_every=2.0,
+    )
+
+
+@pytest.mark.soak
+async def test_soak_keeps_a_dbus_mqtt_gx_in_sync_for_ten_minutes(
+    broker: Broker, harness_factory: Callable[..., Harness]
+) -> None:
+    """Ten minutes at the real timings: dbus-mqtt forgets topics after 60 s, ioagent renews
+    every 30 s and re-evaluates every 60 s; the plan changes every minute."""
+    await keep_dbus_mqtt_in_sync(
+        broker,
+        harness_factory,
+        gx_keepalive_timeout=60.0,
+        tuning={
+            "keepalive_interval": 30.0,
+            "silence_timeout": None,
+            "reevaluate_interval": 60.0,
+            "read_timeout": 10.0,
+            "confirm_timeout": 5.0,
+            "detect_timeout": 10.0,
+        },
+        plan_changes=10,
+        change_every=60.0,
+    )

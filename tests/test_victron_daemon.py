@@ -105,6 +105,7 @@ async def test_daemon_writes_the_rounded_smart_slot_and_publishes_the_status(
         assert status["connected"] is True
         assert status["gx_silent"] is False
         assert status["portal_id"] == PORTAL_ID
+        assert status["broker"] == gx.mode, "found out which GX MQTT service it talks to"
         assert status["error"] is None
         assert status["scheduled_charge_status"] == "OK: scheduled charging can run"
 
@@ -117,3 +118,4 @@ async def test_daemon_writes_the_rounded_smart_slot_and_publishes_the_status(
         assert gx.writes_to(4) == []
     assert all(gx.slot(n) == USER_SLOTS[n] and not gx.writes_to(n) for n in USER_SLOTS)
     assert gx.retained_writes == []
+    assert b"" not in gx.keepalives, "never a full republish"

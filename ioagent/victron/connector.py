@@ -2,10 +2,21 @@
 
 It has its own MQTT connection to the GX (a fresh aiomqtt client per attempt), keeps the GX's
 N/ notifications flowing with ``R/<id>/keepalive``, reads the owned slots, writes only the
-fields that differ (``W/`` is never retained: the GX would replay it on every reconnect) and
-confirms each write by reading it back, because the GX does not report failed writes.
+fields that differ (``W/`` is never retained: the GX would apply it again whenever a client
+subscribes) and confirms each write by reading it back, because the GX refuses values silently.
 A watchdog notices a GX that falls silent while its broker still answers (a stalled
 dbus-flashmq, a restarted or replaced GX), says so in the status and brings the flow back.
+
+Two GX MQTT services exist, and each connection finds out which one it talks to:
+
+* **dbus-flashmq** (Venus OS 3.20 and later) answers reads without a keepalive and beats
+  ``N/<id>/heartbeat`` every 3 s while kept alive. Every keepalive is suppress-republish: the
+  connector reads what it needs instead of asking for a full republish.
+* **dbus-mqtt** (older) sends no heartbeat, publishes retained, announces itself with a
+  retained ``N/<id>/keepalive``, reads a keepalive payload as the list of topics to keep alive,
+  and answers a subtree read with one JSON object. The keepalive names just ioagent's topics,
+  and a read of the scheduled-charge status each round stands in for the heartbeat.
+
 The decisions live in :mod:`ioagent.victron.slots`; this module is the I/O around them.
 """
 
@@ -45,8 +56,11 @@ SCHEDULE_PATH = "settings/0/Settings/CGwacs/BatteryLife/Schedule/Charge"
 SCHEDULED_CHARGE_STATUS_PATH = "system/0/Control/ScheduledChargeStatus"
 BATTERY_LIFE_STATE_PATH = "settings/0/Settings/CGwacs/BatteryLife/State"
 HEARTBEAT_PATH = "heartbeat"
+KEEPALIVE_PATH = "keepalive"
 SERIAL_FILTER = "N/+/system/0/Serial"
 SUPPRESS_REPUBLISH = json.dumps({"keepalive-options": ["suppress-republish"]})
+FLASHMQ = "dbus-flashmq"
+DBUS_MQTT = "dbus-mqtt"
 KEEP_BATTERIES_CHARGED = 9
 """``/Settings/CGwacs/BatteryLife/State`` while the ESS mode is "Keep batteries charged"."""
 
@@ -76,6 +90,44 @@ def describe_scheduled_charge(code: int | None, battery_life_state: int | None) 
     return SCHEDULED_CHARGE_WORDS.get(code, f"unknown scheduled-charge status {code}")
 
 
+def _as_number_or_text(value: object) -> int | str | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float):
+        return round(value)
+    if isinstance(value, str):
+        return value
+    return None
+
+
+def parse_fields(payload: bytes) -> dict[str, int | None] | None:
+    """dbus-mqtt's answer to a subtree read: a JSON object of the leaves, or ``None``."""
+    try:
+        value = json.loads(payload)["value"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    fields: dict[str, int | None] = {}
+    for name, leaf in value.items():
+        number = _as_number_or_text(leaf)
+        fields[str(name).lstrip("/")] = number if isinstance(number, int) else None
+    return fields
+
+
+def dbus_mqtt_keepalive(owned: Iterable[int]) -> str:
+    """The dbus-mqtt keepalive: the list of the topics ioagent needs, and nothing else.
+
+    Each owned slot is named twice: its fields (``…/3/#``) and its own topic (``…/3``), where
+    dbus-mqtt answers a subtree read, in case its ``#`` does not match the parent level."""
+    wanted = [
+        topic
+        for slot in owned
+        for topic in (f"{SCHEDULE_PATH}/{slot}", f"{SCHEDULE_PATH}/{slot}/#")
+    ]
+    return json.dumps([*wanted, SCHEDULED_CHARGE_STATUS_PATH, BATTERY_LIFE_STATE_PATH])
+
+
 def parse_value(payload: bytes) -> int | str | None:
     """The ``value`` of an N/ payload as an int (or text); an empty payload means gone."""
     if not payload:
@@ -84,13 +136,7 @@ def parse_value(payload: bytes) -> int | str | None:
         value = json.loads(payload)["value"]
     except (ValueError, TypeError, KeyError):
         return None
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int | float):
-        return round(value)
-    if isinstance(value, str):
-        return value
-    return None
+    return _as_number_or_text(value)
 
 
 def reconnect_delay(attempt: int, initial: float, maximum: float) -> float:
@@ -123,7 +169,8 @@ async def _keeping_cancellation(call: Awaitable[T]) -> T:
 
 
 async def _publish(client: Client, topic: str, payload: str | bytes) -> None:
-    """Publish to the GX; never retained, or the GX would replay it on every reconnect."""
+    """Publish to the GX; never retained: dbus-flashmq would apply a retained write again every
+    time any client subscribes to ``W/#`` or ``#``, dbus-mqtt whenever it reconnects."""
     await _keeping_cancellation(client.publish(topic, payload, retain=False))
 
 
@@ -146,6 +193,7 @@ class VictronConnector:
         write_attempts: int = 3,
         reconnect_initial: float = 1.0,
         reconnect_max: float = 60.0,
+        detect_timeout: float = 10.0,
     ) -> None:
         self._settings = settings
         self._publish_status = publish_status
@@ -163,6 +211,9 @@ class VictronConnector:
         self._write_attempts = write_attempts
         self._reconnect_initial = reconnect_initial
         self._reconnect_max = reconnect_max
+        # dbus-flashmq beats at once and then every 3 s after a keepalive: silence this long
+        # (and no retained dbus-mqtt announcement either) means dbus-mqtt.
+        self._detect_timeout = detect_timeout
         if settings.password is not None:
             register_secret(settings.password.get_secret_value())
 
@@ -178,6 +229,11 @@ class VictronConnector:
             self._portal_found.set()
         self._heard = asyncio.Event()
         self._gx_silent = False
+        self._broker: str | None = None if settings.broker == "auto" else settings.broker
+        self._broker_found = asyncio.Event()
+        self._answers: dict[tuple[int, str], int] = {}
+        """How many live answers each owned (slot, field) got: tells a refused write (answered
+        with the old value) from a hung settings service (no answer at all)."""
 
         self._connected = False
         self._values: dict[int, dict[str, int | None]] = {slot: {} for slot in self._owned}
@@ -227,6 +283,7 @@ class VictronConnector:
             "connected": self._connected,
             "gx_silent": self._gx_silent,
             "portal_id": self._portal,
+            "broker": self._broker,
             "slots": slots,
             "pending_writes": [
                 {"slot": w.slot, "field": w.field, "value": w.value} for w in self._pending
@@ -309,6 +366,10 @@ class VictronConnector:
             if not self._settings.portal_id:
                 # A replaced GX has a new portal id: take whichever GX announces itself now.
                 self._portal_found.clear()
+            if self._settings.broker == "auto":
+                # A GX may have been updated (or replaced) meanwhile: find out again.
+                self._broker = None
+                self._broker_found.clear()
             log.info("victron.connected", host=self._settings.host, port=self._settings.port)
             await self._report()
             async with asyncio.TaskGroup() as tasks:
@@ -322,11 +383,25 @@ class VictronConnector:
         portal = self._portal
         assert portal is not None  # set before the event
         for slot in self._owned:
-            await _keeping_cancellation(client.subscribe(f"N/{portal}/{SCHEDULE_PATH}/{slot}/+"))
-        for path in (SCHEDULED_CHARGE_STATUS_PATH, BATTERY_LIFE_STATE_PATH, HEARTBEAT_PATH):
+            # "/#" also matches the slot's own topic, where dbus-mqtt answers a subtree read.
+            await _keeping_cancellation(client.subscribe(f"N/{portal}/{SCHEDULE_PATH}/{slot}/#"))
+        for path in (
+            SCHEDULED_CHARGE_STATUS_PATH,
+            BATTERY_LIFE_STATE_PATH,
+            HEARTBEAT_PATH,
+            KEEPALIVE_PATH,
+        ):
             await _keeping_cancellation(client.subscribe(f"N/{portal}/{path}"))
-        # One full republish first; afterwards only keep the flow alive.
-        await _publish(client, f"R/{portal}/keepalive", b"")
+        if self._settings.broker == "auto":
+            # The cheap keepalive first: on dbus-flashmq it is all that is needed (reads are
+            # answered anyway, and the heartbeat it starts tells us the broker); on dbus-mqtt
+            # it keeps nothing alive and costs nothing.
+            await _publish(client, f"R/{portal}/{KEEPALIVE_PATH}", SUPPRESS_REPUBLISH)
+            if await self._find_broker() == DBUS_MQTT:
+                await self._keep_gx_alive(client, portal)
+        else:
+            await self._keep_gx_alive(client, portal)
+        # Read only what ioagent needs; never ask for a full republish.
         await self._request_reads(client, portal, self._owned)
         for path in (SCHEDULED_CHARGE_STATUS_PATH, BATTERY_LIFE_STATE_PATH):
             await _publish(client, f"R/{portal}/{path}", b"")
@@ -334,10 +409,51 @@ class VictronConnector:
             tasks.create_task(self._keep_alive(client, portal))
             tasks.create_task(self._sync_loop(client, portal))
 
+    async def _find_broker(self) -> str:
+        """Wait for the heartbeat (dbus-flashmq) or dbus-mqtt's retained announcement."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._detect_timeout):
+                await self._broker_found.wait()
+        broker = self._broker
+        if broker is None:
+            broker = self._broker = DBUS_MQTT
+            self._broker_found.set()
+            log.info(
+                "victron.broker_detected",
+                broker=broker,
+                reason=f"no heartbeat within {self._detect_timeout:g} s of a keepalive",
+            )
+        await self._report()
+        return broker
+
+    def _detected(self, broker: str, reason: str) -> None:
+        if self._settings.broker != "auto" or self._broker == broker:
+            return
+        if self._broker is not None:
+            log.warning("victron.broker_changed", old=self._broker, broker=broker, reason=reason)
+        else:
+            log.info("victron.broker_detected", broker=broker, reason=reason)
+        self._broker = broker
+        self._broker_found.set()
+
+    async def _keep_gx_alive(self, client: Client, portal: str) -> None:
+        """One keepalive in the broker's own terms; never a full republish."""
+        if self._broker == DBUS_MQTT:
+            await _publish(client, f"R/{portal}/{KEEPALIVE_PATH}", dbus_mqtt_keepalive(self._owned))
+            # dbus-mqtt has no heartbeat: a cheap read it answers shows that it listens.
+            await _publish(client, f"R/{portal}/{SCHEDULED_CHARGE_STATUS_PATH}", b"")
+        else:
+            await _publish(client, f"R/{portal}/{KEEPALIVE_PATH}", SUPPRESS_REPUBLISH)
+
     async def _keep_alive(self, client: Client, portal: str) -> None:
         while True:
             await asyncio.sleep(self._keepalive_interval)
-            await _publish(client, f"R/{portal}/keepalive", SUPPRESS_REPUBLISH)
+            await self._keep_gx_alive(client, portal)
+
+    def _alive_evidence(self) -> str:
+        if self._broker == DBUS_MQTT:
+            return "it answers other reads"
+        return "its heartbeat goes on"
 
     def _silence_words(self) -> str:
         seconds = f"{self._silence_timeout:g} s"
@@ -346,9 +462,14 @@ class VictronConnector:
                 f"connected to the GX broker, but no GX announced itself on {SERIAL_FILTER} "
                 f"for {seconds}: is MQTT enabled on the GX? Otherwise set portal_id"
             )
+        if self._broker == DBUS_MQTT:
+            return (
+                f"connected to the GX broker, but the GX (portal {self._portal}, dbus-mqtt) has "
+                f"answered no read for {seconds}: asking it again"
+            )
         return (
             f"connected to the GX broker, but the GX (portal {self._portal}) has sent nothing, "
-            f"not even a heartbeat, for {seconds}: asking it to send everything again"
+            f"not even a heartbeat, for {seconds}: asking it again"
         )
 
     async def _watch_gx(self, client: Client) -> None:
@@ -381,9 +502,10 @@ class VictronConnector:
                     f"{unanswered * self._silence_timeout:g} s despite fresh keepalives: "
                     "reconnecting"
                 )
-            if self._portal_found.is_set():
-                # An empty keepalive restarts a flow the GX has forgotten, with a full republish.
-                await _publish(client, f"R/{self._portal}/keepalive", b"")
+            if self._portal_found.is_set() and self._portal is not None:
+                # A fresh keepalive restarts a flow the GX has forgotten; the re-reads once it
+                # answers bring back what ioagent needs, without a full republish.
+                await self._keep_gx_alive(client, self._portal)
 
     async def _gx_back(self, client: Client) -> None:
         self._gx_silent = False
@@ -426,17 +548,36 @@ class VictronConnector:
             return
         if parts[1] != self._portal or not self._portal_found.is_set():
             return
-        if not retained:
-            # A retained message comes from the broker's memory, not from a GX that is alive.
-            self._heard.set()
+        if path == HEARTBEAT_PATH and not retained:
+            self._detected(FLASHMQ, "heartbeat")
+        elif path == KEEPALIVE_PATH and retained and payload:
+            self._detected(DBUS_MQTT, f"retained N/{self._portal}/keepalive")
+        if retained:
+            # The broker's memory, not a GX that is alive (dbus-mqtt retains everything it
+            # publishes): values come from the GX's answers to our reads instead.
+            return
+        self._heard.set()
         value = parse_value(payload)
         number = value if isinstance(value, int) else None
         if path.startswith(SCHEDULE_PATH + "/"):
             slot_text, _, field = path[len(SCHEDULE_PATH) + 1 :].partition("/")
-            if slot_text.isdigit() and int(slot_text) in self._values and field in FIELDS:
-                async with self._values_changed:
-                    self._values[int(slot_text)][field] = number
-                    self._values_changed.notify_all()
+            if not slot_text.isdigit() or int(slot_text) not in self._values:
+                return
+            if field in FIELDS:
+                fields: dict[str, int | None] = {field: number}
+            else:
+                subtree = parse_fields(payload) if not field else None
+                if subtree is None:
+                    return
+                self._detected(DBUS_MQTT, "a subtree read answered as one JSON object")
+                fields = {name: subtree[name] for name in FIELDS if name in subtree}
+            slot = int(slot_text)
+            async with self._values_changed:
+                for name, known in fields.items():
+                    self._values[slot][name] = known
+                    if payload:  # an empty payload clears a topic; it answers nothing
+                        self._answers[(slot, name)] = self._answers.get((slot, name), 0) + 1
+                self._values_changed.notify_all()
         elif path == SCHEDULED_CHARGE_STATUS_PATH:
             self._scheduled_charge_code = number
         elif path == BATTERY_LIFE_STATE_PATH:
@@ -475,10 +616,14 @@ class VictronConnector:
             missing = [s for s in self._owned if SlotState.from_fields(self._values[s]) is None]
             await self._request_reads(client, portal, missing)
             if not await self._wait_for_values(self._all_slots_known, self._read_timeout):
-                self._error = (
-                    f"the GX did not answer reads of slots {missing}: is it online "
-                    "with MQTT enabled?"
-                )
+                if self._gx_silent or self._broker is None:
+                    advice = "is it online with MQTT enabled?"
+                else:
+                    advice = (
+                        f"the GX is alive ({self._alive_evidence()}), so its settings service "
+                        "(localsettings) may be hung; restarting the GX clears that"
+                    )
+                self._error = f"the GX did not answer reads of slots {missing}: {advice}"
                 log.warning("victron.read_unanswered", slots=missing)
                 await self._report()
                 return
@@ -508,20 +653,25 @@ class VictronConnector:
             await self._report()
             return
         for write in writes:
-            if not await self._write_confirmed(client, portal, write):
+            failure = await self._write_confirmed(client, portal, write)
+            if failure is not None:
                 self._error = (
                     f"the GX did not confirm Schedule/Charge/{write.slot}/{write.field} = "
-                    f"{write.value} after {self._write_attempts} attempts"
+                    f"{write.value} after {self._write_attempts} attempts: {failure}"
                 )
-                log.error("victron.write_failed", slot=write.slot, field=write.field)
+                log.error(
+                    "victron.write_failed", slot=write.slot, field=write.field, reason=failure
+                )
                 await self._report()
                 return
             self._pending = self._pending[1:]
         self._error = None
         await self._report()
 
-    async def _write_confirmed(self, client: Client, portal: str, write: Write) -> bool:
+    async def _write_confirmed(self, client: Client, portal: str, write: Write) -> str | None:
+        """Write and read back; ``None`` once confirmed, otherwise why not, in words."""
         path = f"{SCHEDULE_PATH}/{write.slot}/{write.field}"
+        answers_before = self._answers.get((write.slot, write.field), 0)
 
         def confirmed() -> bool:
             return self._values[write.slot].get(write.field) == write.value
@@ -539,11 +689,23 @@ class VictronConnector:
                 log.info(
                     "victron.write_confirmed", slot=write.slot, field=write.field, value=write.value
                 )
-                return True
+                return None
             log.warning(
                 "victron.write_unconfirmed", slot=write.slot, field=write.field, attempt=attempt
             )
-        return False
+        if self._gx_silent:
+            return "the GX fell silent meanwhile"
+        if self._answers.get((write.slot, write.field), 0) > answers_before:
+            held = self._values[write.slot].get(write.field)
+            return (
+                f"it reads back {held}, so it refused the value (the GX refuses values it does "
+                "not accept, such as out-of-range ones, without a word)"
+            )
+        return (
+            f"it did not answer the read-back at all, although it is alive "
+            f"({self._alive_evidence()}): its settings service (localsettings) may be hung; "
+            "restarting the GX clears that"
+        )
 
     async def _report(self) -> None:
         status = self.status()
