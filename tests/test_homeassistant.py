@@ -143,7 +143,7 @@ def test_availability_follows_the_daemon_status_topic() -> None:
     payload = only_payload(build())
     assert payload["availability"] == [
         {
-            "topic": "ioagent/status",
+            "topic": "ioagent/A-1234ABCD/status",
             "payload_available": "online",
             "payload_not_available": "offline",
         }

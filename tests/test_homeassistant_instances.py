@@ -108,7 +108,8 @@ async def test_a_killed_instances_last_will_leaves_the_others_entities_available
         first_topics = availability_topics(await announced(broker, DEFAULT_ACCOUNT))
         second_topics = availability_topics(await announced(broker, SECOND_ACCOUNT))
         first_api = Topics("ioagent", DEFAULT_ACCOUNT).api
-        async with watching(broker, *first_topics) as watcher:
+        async with watching(broker, first_api, *first_topics) as watcher:
+            await watcher.wait_for(first_api, lambda p: json.loads(p)["state"] == "ok", timeout=40)
             # SIGKILL: no goodbye from the daemon; the broker publishes its last will.
             await first.stop(signal.SIGKILL)
             for topic in first_topics:
