@@ -8,9 +8,9 @@ from datetime import time
 from pathlib import Path
 from typing import Any
 
+from ioagent.mqtt.topics import COMMANDS
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_EV_ID
-from ioagent.mqtt.topics import COMMANDS
 from tests.broker import Broker
 from tests.harness import RunningDaemon, running_daemon, watching
 
