@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ from ioagent.timeutil import utc_now
 from tests import canary
 from tests.broker import Broker
 from tests.gx_peer import GxPeer
+
+# The real-HA suite needs the chroot that scripts/real-ha builds; that script sets this variable.
+collect_ignore = [] if os.environ.get("IOAGENT_REAL_HA_ROOT") else ["real_ha"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
