@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -544,3 +545,21 @@ def test_component_removal_tolerates_a_foreign_retained_payload() -> None:
 def test_ha_status_topic(prefix: str, topic: str) -> None:
     assert HA_STATUS_TOPIC(prefix) == topic
     assert ha_status_topic(prefix) == topic
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_docs_list_every_entity_with_its_classes_and_unit(read_only: bool) -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs/home-assistant.md").read_text()
+    rows = {
+        line.split("|")[1].strip(" `"): [cell.strip(" `") for cell in line.split("|")[1:-1]]
+        for line in docs.splitlines()
+        if line.startswith("| `")
+    }
+    for key, config in components(build(read_only=read_only)).items():
+        row = rows.get(config["default_entity_id"])
+        assert row is not None, f"docs/home-assistant.md does not list {key}"
+        _, platform, device_class, unit, state_class = row[:5]
+        assert platform.startswith(config["platform"].replace("_", " ")), key
+        assert device_class == config.get("device_class", "–"), key
+        assert unit == config.get("unit_of_measurement", "–"), key
+        assert state_class.split(" ")[0] == config.get("state_class", "–"), key
