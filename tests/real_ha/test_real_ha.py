@@ -200,6 +200,9 @@ async def test_every_announced_entity_exists_with_its_state_and_classes(
             assert attributes.get(option) == component.get(option), f"{key}: {option}"
         if component.get("platform") == "sensor" and component.get("device_class") == "enum":
             assert attributes["options"] == component["options"], key
+        name = attributes["friendly_name"]
+        assert name == f"Intelligent Octopus {DEFAULT_ACCOUNT} {component['name']}", key
+        assert "charger" not in name.lower() and "dispatch" not in name.lower(), name
         entry = registry[entity]
         assert entry["platform"] == "mqtt", key
         assert entry["unique_id"] == component["unique_id"], key
