@@ -259,7 +259,7 @@ async def running_daemon(
     ``SimulatorState.set_time_offset``) so that both agree on the time.
     """
     settings = daemon_settings(broker, sim, data, **sections)
-    topics = Topics(settings.mqtt.base_topic, DEFAULT_ACCOUNT)
+    topics = Topics(settings.mqtt.base_topic, settings.octopus.account_number or DEFAULT_ACCOUNT)
     started = clock().replace(microsecond=0)
 
     def polled_in_this_run(payload: str) -> bool:

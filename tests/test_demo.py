@@ -80,7 +80,7 @@ async def test_the_whole_demo_story_plays_out_on_mqtt(broker: Broker) -> None:
         assert process.returncode == 0, text
         assert f"mosquitto_sub -p {broker.port} -v -t 'ioagent/#'" in text
         assert "Scenario done" in text
-        assert watcher.last("ioagent/status") == "offline"
+        assert watcher.last(f"{base}/status") == "offline"
 
 
 LONDON = ZoneInfo("Europe/London")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,11 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ioagent.config import HomeAssistantSettings
+from ioagent.kraken.types import DEVICE_STATES as API_DEVICE_STATES
 from ioagent.kraken.types import Device
 from ioagent.mqtt.homeassistant import (
+    API_ATTRIBUTES,
     DEVICE_STATES,
     HA_STATUS_TOPIC,
+    PLAN_EVENTS,
     READY_BY_OPTIONS,
+    REPLY_STATUSES,
     account_slug,
     component_removal,
     device_model,
@@ -30,7 +35,7 @@ from ioagent.mqtt.topics import COMMANDS, Topics
 ACCOUNT = "A-1234ABCD"
 TOPICS = Topics("ioagent", ACCOUNT)
 SETTINGS = HomeAssistantSettings()
-DEVICE_COMMANDS = ("target_soc", "ready_by", "smart_control", "boost")
+DEVICE_COMMANDS = ("target_soc", "ready_by", "smart_control", "boost", "resync")
 OBJECT_ID = re.compile(r"[a-zA-Z0-9_-]+")
 ENTITY_ID = re.compile(r"[a-z_]+\.[a-z0-9_]+")
 
@@ -143,7 +148,7 @@ def test_availability_follows_the_daemon_status_topic() -> None:
     payload = only_payload(build())
     assert payload["availability"] == [
         {
-            "topic": "ioagent/status",
+            "topic": "ioagent/A-1234ABCD/status",
             "payload_available": "online",
             "payload_not_available": "offline",
         }
@@ -237,7 +242,7 @@ def test_without_a_device_only_account_entities_appear() -> None:
     reads, writes = referenced_topics(build(devices=()))
     assert writes == {TOPICS.refresh}
     assert TOPICS.device_state not in reads
-    assert {"offpeak", "dispatching", "planned_kwh", "api", "refresh"} <= set(found)
+    assert {"offpeak", "dispatching", "planned_kwh", "api", "refresh", "plan_event"} <= set(found)
 
 
 def test_custom_prefix_and_base_topic() -> None:
@@ -262,6 +267,18 @@ ENTITY_TABLE: list[tuple[str, str, str, dict[str, Any]]] = [
     ("offpeak_end", "sensor", TOPICS.offpeak_end, {"device_class": "timestamp"}),
     ("next_dispatch_start", "sensor", TOPICS.next_dispatch_start, {"device_class": "timestamp"}),
     ("next_dispatch_end", "sensor", TOPICS.next_dispatch_end, {"device_class": "timestamp"}),
+    (
+        "next_change",
+        "sensor",
+        TOPICS.transitions,
+        {"device_class": "timestamp", "json_attributes_topic": TOPICS.transitions},
+    ),
+    (
+        "completed_dispatches",
+        "sensor",
+        TOPICS.completed,
+        {"json_attributes_topic": TOPICS.completed, "state_class": "measurement"},
+    ),
     (
         "planned_kwh",
         "sensor",
@@ -325,6 +342,77 @@ def test_refresh_button() -> None:
     assert config["platform"] == "button"
     assert config["command_topic"] == "ioagent/A-1234ABCD/refresh"
     assert "state_topic" not in config
+    assert "entity_category" not in config, "a control, not hidden under diagnostics"
+
+
+def test_resync_button_is_a_device_control() -> None:
+    config = components(build())["resync"]
+    assert config["platform"] == "button"
+    assert config["command_topic"] == "ioagent/A-1234ABCD/set/resync"
+    assert "entity_category" not in config
+    assert "resync" not in components(build(devices=()))
+    assert "resync" not in components(build(read_only=True))
+
+
+def test_command_results_are_an_event_entity_on_the_reply_topic() -> None:
+    config = components(build())["command_result"]
+    assert config["platform"] == "event"
+    assert config["state_topic"] == TOPICS.response
+    assert config["event_types"] == list(REPLY_STATUSES) == ["ok", "error"]
+    template = config["value_template"]
+    assert "'event_type': value_json.status" in template
+    assert "value_json.error" in template and "value_json.command" in template
+    assert "command_result" not in components(build(read_only=True)), "no commands, no replies"
+
+
+def test_plan_events_are_an_event_entity_on_the_events_topic() -> None:
+    config = components(build(devices=()))["plan_event"]
+    assert config["platform"] == "event"
+    assert config["state_topic"] == TOPICS.events
+    assert config["event_types"] == list(PLAN_EVENTS)
+    assert "'event_type': value_json.event" in config["value_template"]
+
+
+def test_plan_event_types_are_every_kind_the_plan_diff_makes() -> None:
+    assert PLAN_EVENTS == ("slot_added", "slot_removed", "slot_changed")
+
+
+def test_api_attributes_leave_out_what_changes_on_every_poll() -> None:
+    template = components(build())["api"]["json_attributes_template"]
+    assert set(API_ATTRIBUTES) == {"last_error", "last_error_at", "storage"}
+    for name in API_ATTRIBUTES:
+        assert f"value_json.{name}" in template
+    assert "last_success" not in template and "stale_seconds" not in template
+
+
+@pytest.mark.parametrize(
+    ("key", "device_class"),
+    [("dispatching", "running"), ("target_soc", "battery"), ("planned_kwh", "energy")],
+)
+def test_device_classes(key: str, device_class: str) -> None:
+    assert components(build())[key]["device_class"] == device_class
+
+
+@pytest.mark.parametrize(
+    ("key", "device_class", "state_class"),
+    [
+        ("target_soc_reading", "battery", "measurement"),
+        ("boost_reading", "running", None),
+        ("planned_dispatches", None, "measurement"),
+        ("completed_dispatches", None, "measurement"),
+    ],
+)
+def test_read_only_classes(key: str, device_class: str | None, state_class: str | None) -> None:
+    config = components(build(read_only=True))[key]
+    assert config.get("device_class") == device_class
+    assert config.get("state_class") == state_class
+
+
+def test_no_entity_name_calls_the_car_a_charger_or_a_slot_a_dispatch() -> None:
+    for read_only in (False, True):
+        for config in components(build(read_only=read_only)).values():
+            assert "charger" not in config["name"].lower(), config["name"]
+            assert "dispatch" not in config["name"].lower(), config["name"]
 
 
 def test_planned_energy_has_no_meter_state_class() -> None:
@@ -360,13 +448,15 @@ def test_ready_by_options_are_the_app_choices() -> None:
     assert components(build())["ready_by"]["options"] == expected
 
 
-def test_device_state_options_cover_every_state_and_unknown() -> None:
+def test_device_state_options_are_lower_case_states_and_other() -> None:
     config = components(build())["device_state"]
     assert config["options"] == list(DEVICE_STATES)
-    assert len(DEVICE_STATES) == 15
+    assert (*(state.lower() for state in API_DEVICE_STATES), "other") == DEVICE_STATES
     assert len(set(DEVICE_STATES)) == 15
-    assert "UNKNOWN" in DEVICE_STATES
-    assert all(state in config["value_template"] for state in DEVICE_STATES)
+    assert all(option == option.lower() for option in config["options"])
+    assert "unknown" not in config["options"], "HA's own unknown is the no-value state"
+    assert all(state in config["value_template"] for state in API_DEVICE_STATES)
+    assert "octopus_state" in config["json_attributes_template"], "the raw state is kept"
 
 
 def test_api_status_options_are_the_published_states() -> None:
@@ -418,6 +508,7 @@ def test_component_removal_sends_platform_stubs_once() -> None:
         "ready_by": {"platform": "select"},
         "smart_control": {"platform": "switch"},
         "boost": {"platform": "switch"},
+        "resync": {"platform": "button"},
     }
     kept = {key: c for key, c in components(first).items() if key not in stubs}
     assert kept == components(without_device)
@@ -460,3 +551,21 @@ def test_component_removal_tolerates_a_foreign_retained_payload() -> None:
 def test_ha_status_topic(prefix: str, topic: str) -> None:
     assert HA_STATUS_TOPIC(prefix) == topic
     assert ha_status_topic(prefix) == topic
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_docs_list_every_entity_with_its_classes_and_unit(read_only: bool) -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs/home-assistant.md").read_text()
+    rows = {
+        line.split("|")[1].strip(" `"): [cell.strip(" `") for cell in line.split("|")[1:-1]]
+        for line in docs.splitlines()
+        if line.startswith("| `")
+    }
+    for key, config in components(build(read_only=read_only)).items():
+        row = rows.get(config["default_entity_id"])
+        assert row is not None, f"docs/home-assistant.md does not list {key}"
+        _, platform, device_class, unit, state_class = row[:5]
+        assert platform.startswith(config["platform"].replace("_", " ")), key
+        assert device_class == config.get("device_class", "–"), key
+        assert unit == config.get("unit_of_measurement", "–"), key
+        assert state_class.split(" ")[0] == config.get("state_class", "–"), key

@@ -8,6 +8,7 @@ from datetime import time
 from pathlib import Path
 from typing import Any
 
+from ioagent.mqtt.topics import COMMANDS
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_EV_ID
 from tests.broker import Broker
@@ -45,12 +46,14 @@ async def test_discovery_is_valid_and_names_only_topics_the_daemon_uses(
         published = {m.topic for m in d.watcher.messages}
         availability = {a["topic"] for a in config.get("availability", [])}
         assert availability == {d.topics.status}
-        handled = {
-            d.topics.command(name) for name in ("target_soc", "ready_by", "smart_control", "boost")
-        }
+        handled = {d.topics.command(name) for name in COMMANDS}
         handled.add(d.topics.refresh)
         for name, component in components.items():
             assert "platform" in component and "unique_id" in component, name
+            if component["platform"] == "event":
+                # Events and replies are not retained: they appear only when something happens.
+                assert state_topics(component) <= {d.topics.events, d.topics.response}, name
+                continue
             for topic in state_topics(component):
                 assert topic in published, f"{name} reads {topic}, which the daemon never publishes"
             if "command_topic" in component:
@@ -66,7 +69,7 @@ async def test_every_ha_control_changes_the_simulator(
 ) -> None:
     device = simulator.state.device(DEFAULT_EV_ID)
     simulator.state.plug(device, True)
-    async with running_daemon(broker, simulator, tmp_path) as d:
+    async with running_daemon(broker, simulator, tmp_path, polling={"resync_pause": 1.0}) as d:
         components = (await discovery(d))["components"]
         by_platform: dict[str, list[dict[str, Any]]] = {}
         for component in components.values():
@@ -101,12 +104,21 @@ async def test_every_ha_control_changes_the_simulator(
         assert (await press(boost, boost["payload_off"]))["status"] == "ok"
         assert not any(item.type == "BOOST" for item in device.planned)
 
-        button = by_platform["button"][0]
+        buttons = {c["command_topic"].rsplit("/", 1)[1]: c for c in by_platform["button"]}
+        assert set(buttons) == {"refresh", "resync"}
+        button = buttons["refresh"]
         before = simulator.state.calls()["by_operation"].get("flexPlannedDispatches", 0)
-        assert (await press(button, button.get("payload_press", "PRESS")))["status"] == "ok"
+        assert (await press(button, button["payload_press"]))["status"] == "ok"
         await asyncio.sleep(0.5)
         after = simulator.state.calls()["by_operation"].get("flexPlannedDispatches", 0)
         assert after > before
+
+        resync = buttons["resync"]
+        smart_calls = simulator.state.calls()["by_operation"].get("updateDeviceSmartControl", 0)
+        assert (await press(resync, resync["payload_press"]))["status"] == "ok"
+        calls = simulator.state.calls()["by_operation"].get("updateDeviceSmartControl", 0)
+        assert calls == smart_calls + 2, "a resync suspends and resumes"
+        assert not device.is_suspended
 
 
 async def test_ha_birth_message_triggers_a_republish(
@@ -139,7 +151,7 @@ def car_components(payload: str) -> dict[str, Any]:
     return {key: components[key] for key in CAR_COMPONENTS if key in components}
 
 
-CAR_COMPONENTS = ("device_state", "target_soc", "ready_by", "smart_control", "boost")
+CAR_COMPONENTS = ("device_state", "target_soc", "ready_by", "smart_control", "boost", "resync")
 
 
 async def test_the_car_appears_in_ha_when_the_api_answers_after_the_broker(

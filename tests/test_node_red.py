@@ -324,7 +324,7 @@ async def test_example_flows_in_a_real_node_red(
             relay_on = await d.watcher.wait_for(
                 RELAY_TOPIC, lambda p: p == "ON", after=d.watcher.messages.index(relay_off)
             )
-            await d.stop()  # publishes ioagent/status = offline, as its last will would
+            await d.stop()  # publishes ioagent/<account>/status = offline, as its last will would
             await d.watcher.wait_for(
                 RELAY_TOPIC, lambda p: p == "OFF", after=d.watcher.messages.index(relay_on)
             )

@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, get_args
 
 from ioagent.config import HomeAssistantSettings
 from ioagent.kraken.types import DEVICE_STATES as API_DEVICE_STATES
 from ioagent.kraken.types import Device
 from ioagent.mqtt.topics import NO_TIME, Topics
+from ioagent.tariff.plan import EventKind
 
 ORIGIN_NAME = "ioagent"
 MANUFACTURER = "Octopus Energy"
@@ -43,13 +44,26 @@ TRUE = "true"
 FALSE = "false"
 ON = "on"
 OFF = "off"
-REFRESH_PAYLOAD = "PRESS"
+PRESS_PAYLOAD = "PRESS"
+"""What the refresh and resync buttons send; both commands ignore the value."""
 
-DEVICE_STATES = (*API_DEVICE_STATES, "UNKNOWN")
-"""``device/state`` values. HA rejects an enum value outside ``options``, so the template maps
-anything else (a state Octopus adds later) to ``UNKNOWN``."""
+OTHER_DEVICE_STATE = "other"
+DEVICE_STATES = (*(state.lower() for state in API_DEVICE_STATES), OTHER_DEVICE_STATE)
+"""``device/state`` as HA shows it: Octopus's ``currentState`` lower-cased (HA's own states,
+``unknown`` among them, are lower-case; an upper-case ``UNKNOWN`` beside HA's ``unknown`` read as
+two different things). HA refuses an enum value outside ``options``, so the template maps a state
+Octopus adds later to ``other``; the attribute ``octopus_state`` always holds the raw value."""
 
 API_STATES = ("ok", "degraded", "rate_limited", "auth_failed", "api_changed")
+API_ATTRIBUTES = ("last_error", "last_error_at", "storage")
+"""The ``api`` fields HA keeps as attributes of the API status sensor. ``last_success`` and
+``stale_seconds`` change on every poll: as attributes they would make HA write a new state row
+every half hour for nothing (``last_success`` has its own timestamp sensor)."""
+
+REPLY_STATUSES = ("ok", "error")
+"""Event types of the command-result event entity: the ``status`` of every reply."""
+PLAN_EVENTS: tuple[str, ...] = get_args(EventKind)
+"""Event types of the charge-slot event entity: the ``event`` of every ``events`` message."""
 
 TARGET_SOC_MIN = 10
 TARGET_SOC_MAX = 100
@@ -64,10 +78,32 @@ READY_BY_OPTIONS = tuple(
 # and would leave the previous instant on screen. ioagent publishes "none" (NO_TIME) when there
 # is no such time; an empty payload (from ioagent before 0.2) means the same.
 _EMPTY_AS_NONE = "{{ value if value and value != '" + NO_TIME + "' else None }}"
+NO_DEVICE_STATE = "UNKNOWN"
+"""What ``device/state`` carries when Octopus reported no state at all: HA's own ``unknown``."""
 _DEVICE_STATE_TEMPLATE = (
-    "{% set known = " + json.dumps(list(DEVICE_STATES)) + " %}"
-    "{{ value if value in known else 'UNKNOWN' }}"
+    "{% set known = " + json.dumps(list(API_DEVICE_STATES)) + " %}"
+    "{% if not value or value == '" + NO_DEVICE_STATE + "' %}None"
+    "{% elif value in known %}{{ value | lower }}"
+    "{% else %}" + OTHER_DEVICE_STATE + "{% endif %}"
 )
+_DEVICE_STATE_ATTRIBUTES = "{{ {'octopus_state': value or None} | to_json }}"
+_API_ATTRIBUTES_TEMPLATE = (
+    "{{ {" + ", ".join(f"'{name}': value_json.{name}" for name in API_ATTRIBUTES) + "} | to_json }}"
+)
+# HA's event entity wants a JSON object with ``event_type``; the other keys become attributes.
+_REPLY_EVENT_TEMPLATE = (
+    "{{ {'event_type': value_json.status, 'command': value_json.command,"
+    " 'error': value_json.error | default(None),"
+    " 'transaction': value_json.transaction | default(None)} | to_json }}"
+)
+_PLAN_EVENT_TEMPLATE = (
+    "{{ {'event_type': value_json.event, 'slot': value_json.slot,"
+    " 'previous': value_json.previous, 'at': value_json.at} | to_json }}"
+)
+_SLOT_COUNT = "{{ value_json | length }}"
+_SLOT_LIST = "{{ {'dispatches': value_json} | to_json }}"
+_NEXT_CHANGE = "{{ value_json[0].at if value_json else None }}"
+_TRANSITION_LIST = "{{ {'transitions': value_json} | to_json }}"
 
 
 def ha_status_topic(prefix: str) -> str:
@@ -121,16 +157,7 @@ def discovery_messages(
     if devices:
         components.update(_device_components(topics, slug, read_only=read_only))
     if not read_only:
-        components["refresh"] = _entity(
-            slug,
-            "refresh",
-            "button",
-            "Refresh plan",
-            command_topic=topics.refresh,
-            payload_press=REFRESH_PAYLOAD,
-            entity_category="diagnostic",
-            icon="mdi:refresh",
-        )
+        components.update(_account_controls(topics, slug))
     origin: dict[str, str] = {"name": ORIGIN_NAME, "sw_version": sw_version}
     if support_url:
         origin["support_url"] = support_url
@@ -230,6 +257,7 @@ def referenced_topics(messages: Mapping[str, str]) -> tuple[set[str], set[str]]:
 
 def _account_components(topics: Topics, slug: str) -> dict[str, dict[str, Any]]:
     return {
+        # No device class: none of HA's binary-sensor classes means "cheap rate now".
         "offpeak": _entity(
             slug,
             "offpeak",
@@ -240,14 +268,16 @@ def _account_components(topics: Topics, slug: str) -> dict[str, dict[str, Any]]:
             payload_off=FALSE,
             icon="mdi:clock-check-outline",
         ),
+        # "running": HA shows Running / Not running, which is what a charge slot does.
         "dispatching": _entity(
             slug,
             "dispatching",
             "binary_sensor",
-            "Charge slot active",
+            "Charge slot",
             state_topic=topics.dispatching,
             payload_on=TRUE,
             payload_off=FALSE,
+            device_class="running",
             icon="mdi:ev-station",
         ),
         "next_offpeak_start": _timestamp(
@@ -255,10 +285,22 @@ def _account_components(topics: Topics, slug: str) -> dict[str, dict[str, Any]]:
         ),
         "offpeak_end": _timestamp(slug, "offpeak_end", "Off-peak end", topics.offpeak_end),
         "next_dispatch_start": _timestamp(
-            slug, "next_dispatch_start", "Next dispatch start", topics.next_dispatch_start
+            slug, "next_dispatch_start", "Next charge slot start", topics.next_dispatch_start
         ),
         "next_dispatch_end": _timestamp(
-            slug, "next_dispatch_end", "Dispatch end", topics.next_dispatch_end
+            slug, "next_dispatch_end", "Charge slot end", topics.next_dispatch_end
+        ),
+        "next_change": _entity(
+            slug,
+            "next_change",
+            "sensor",
+            "Next tariff change",
+            state_topic=topics.transitions,
+            value_template=_NEXT_CHANGE,
+            device_class="timestamp",
+            json_attributes_topic=topics.transitions,
+            json_attributes_template=_TRANSITION_LIST,
+            icon="mdi:swap-horizontal",
         ),
         # No state_class: energy allows only total/total_increasing, and both make HA compile a
         # running "sum" and offer the sensor as a meter on the Energy dashboard. A plan that
@@ -274,16 +316,25 @@ def _account_components(topics: Topics, slug: str) -> dict[str, dict[str, Any]]:
             suggested_display_precision=1,
             icon="mdi:car-electric",
         ),
-        "planned_dispatches": _entity(
+        "planned_dispatches": _slot_list(
+            slug, "planned_dispatches", "Planned charge slots", topics.planned, "mdi:calendar-clock"
+        ),
+        "completed_dispatches": _slot_list(
             slug,
-            "planned_dispatches",
-            "sensor",
-            "Planned dispatches",
-            state_topic=topics.planned,
-            value_template="{{ value_json | length }}",
-            json_attributes_topic=topics.planned,
-            json_attributes_template="{{ {'dispatches': value_json} | to_json }}",
-            icon="mdi:calendar-clock",
+            "completed_dispatches",
+            "Completed charge slots",
+            topics.completed,
+            "mdi:calendar-check",
+        ),
+        "plan_event": _entity(
+            slug,
+            "plan_event",
+            "event",
+            "Charge slot change",
+            state_topic=topics.events,
+            event_types=list(PLAN_EVENTS),
+            value_template=_PLAN_EVENT_TEMPLATE,
+            icon="mdi:calendar-sync",
         ),
         "api": _entity(
             slug,
@@ -295,6 +346,7 @@ def _account_components(topics: Topics, slug: str) -> dict[str, dict[str, Any]]:
             device_class="enum",
             options=list(API_STATES),
             json_attributes_topic=topics.api,
+            json_attributes_template=_API_ATTRIBUTES_TEMPLATE,
             entity_category="diagnostic",
             icon="mdi:api",
         ),
@@ -311,17 +363,46 @@ def _account_components(topics: Topics, slug: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def _account_controls(topics: Topics, slug: str) -> dict[str, dict[str, Any]]:
+    return {
+        # A control, not a diagnostic: it is what a user presses when the plan looks old.
+        "refresh": _entity(
+            slug,
+            "refresh",
+            "button",
+            "Refresh plan",
+            command_topic=topics.refresh,
+            payload_press=PRESS_PAYLOAD,
+            icon="mdi:refresh",
+        ),
+        # Every reply to every command, so a refused command (from HA, an automation or any
+        # other client) is visible in HA instead of a control that silently does not move.
+        "command_result": _entity(
+            slug,
+            "command_result",
+            "event",
+            "Command result",
+            state_topic=topics.response,
+            event_types=list(REPLY_STATUSES),
+            value_template=_REPLY_EVENT_TEMPLATE,
+            icon="mdi:message-reply-text",
+        ),
+    }
+
+
 def _device_components(topics: Topics, slug: str, *, read_only: bool) -> dict[str, Any]:
     components: dict[str, Any] = {
         "device_state": _entity(
             slug,
             "device_state",
             "sensor",
-            "Charger state",
+            "Car state",
             state_topic=topics.device_state,
             value_template=_DEVICE_STATE_TEMPLATE,
             device_class="enum",
             options=list(DEVICE_STATES),
+            json_attributes_topic=topics.device_state,
+            json_attributes_template=_DEVICE_STATE_ATTRIBUTES,
             icon="mdi:car-connected",
         ),
     }
@@ -334,11 +415,18 @@ def _device_components(topics: Topics, slug: str, *, read_only: bool) -> dict[st
                 "sensor",
                 "Target charge",
                 state_topic=topics.target_soc,
+                device_class="battery",
+                state_class="measurement",
                 unit_of_measurement="%",
                 icon="mdi:battery-charging-80",
             ),
             ready_by_reading=_entity(
-                slug, "ready_by_reading", "sensor", "Ready by", state_topic=topics.ready_by
+                slug,
+                "ready_by_reading",
+                "sensor",
+                "Ready by",
+                state_topic=topics.ready_by,
+                icon="mdi:clock-end",
             ),
             smart_control_reading=_entity(
                 slug,
@@ -348,6 +436,7 @@ def _device_components(topics: Topics, slug: str, *, read_only: bool) -> dict[st
                 state_topic=topics.smart_control,
                 payload_on=ON,
                 payload_off=OFF,
+                icon="mdi:auto-mode",
             ),
             boost_reading=_entity(
                 slug,
@@ -357,6 +446,8 @@ def _device_components(topics: Topics, slug: str, *, read_only: bool) -> dict[st
                 state_topic=topics.boost,
                 payload_on=ON,
                 payload_off=OFF,
+                device_class="running",
+                icon="mdi:rocket-launch",
             ),
         )
         return components
@@ -372,6 +463,7 @@ def _device_components(topics: Topics, slug: str, *, read_only: bool) -> dict[st
             max=TARGET_SOC_MAX,
             step=TARGET_SOC_STEP,
             mode="slider",
+            device_class="battery",
             unit_of_measurement="%",
             icon="mdi:battery-charging-80",
         ),
@@ -407,8 +499,33 @@ def _device_components(topics: Topics, slug: str, *, read_only: bool) -> dict[st
             payload_off=OFF,
             icon="mdi:rocket-launch",
         ),
+        resync=_entity(
+            slug,
+            "resync",
+            "button",
+            "Resync charging schedule",
+            command_topic=topics.command("resync"),
+            payload_press=PRESS_PAYLOAD,
+            icon="mdi:calendar-refresh",
+        ),
     )
     return components
+
+
+def _slot_list(slug: str, key: str, name: str, state_topic: str, icon: str) -> dict[str, Any]:
+    """A count of charge slots whose attribute ``dispatches`` is the list itself."""
+    return _entity(
+        slug,
+        key,
+        "sensor",
+        name,
+        state_topic=state_topic,
+        value_template=_SLOT_COUNT,
+        state_class="measurement",
+        json_attributes_topic=state_topic,
+        json_attributes_template=_SLOT_LIST,
+        icon=icon,
+    )
 
 
 def _timestamp(slug: str, key: str, name: str, state_topic: str) -> dict[str, Any]:

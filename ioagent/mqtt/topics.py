@@ -31,13 +31,17 @@ class Topics:
     account: str
 
     @property
-    def status(self) -> str:
-        """``online``/``offline``; also the MQTT last will."""
-        return f"{self.base}/status"
-
-    @property
     def root(self) -> str:
         return f"{self.base}/{self.account}"
+
+    @property
+    def status(self) -> str:
+        """``online``/``offline`` of this account's instance; also its MQTT last will.
+
+        Per account, never fleet-wide: an MQTT client has one last will, and a shared topic
+        would let one instance's death mark every other instance's entities unavailable.
+        """
+        return f"{self.root}/status"
 
     # --- state (retained) ---
     @property
