@@ -158,6 +158,27 @@ class TariffSettings(Section):
         le=24,
         description="Hours of cheap smart charging per 24 h under the cap.",
     )
+    product: Literal["auto", "legacy", "four_rate"] = Field(
+        default="auto",
+        description="Which Intelligent Octopus Go rules apply: auto reads the account's "
+        "agreement from Octopus; legacy (INTELLI-…) or four_rate (IOG-SMB-…) overrides it.",
+    )
+    smart_offpeak: Literal["auto", "planned", "charging"] = Field(
+        default="auto",
+        description="Whether a smart slot makes the home off-peak as soon as it is planned, or "
+        "only once the car is confirmed charging. auto: charging on four-rate, planned on legacy.",
+    )
+    allowance_hours: float = Field(
+        default=6.0,
+        gt=0,
+        le=24,
+        description="Four-rate: hours of cheap smart car charging per noon-to-noon period.",
+    )
+    allowance_counts: Literal["planned", "charging"] = Field(
+        default="planned",
+        description="Four-rate: whether a smart slot that ended without the car being seen "
+        "charging still used allowance (planned, the cautious default) or not (charging).",
+    )
 
     _hhmm = field_validator("offpeak_start", "offpeak_end")(_validate_hhmm)
     _tz = field_validator("timezone")(_validate_timezone)
