@@ -76,6 +76,11 @@ class OctopusSettings(Section):
         default=LIVE_API_URL,
         description="Kraken GraphQL endpoint. Change it only to use the built-in simulator.",
     )
+    rest_url: str = Field(
+        default="https://api.octopus.energy",
+        description="Octopus's public products REST API (unit rates). Change it only to use the "
+        "built-in simulator.",
+    )
     connect_timeout: float = Field(
         default=10.0, gt=0, le=120, description="Seconds to wait for a TCP/TLS connection."
     )
@@ -284,6 +289,12 @@ class VictronSettings(Section):
     )
     include_fixed_window: bool = Field(
         default=False, description="Also charge in the fixed nightly off-peak window."
+    )
+    offpeak_confidence: Literal["auto", "charging", "planned"] = Field(
+        default="auto",
+        description="Which smart half-hours the battery charges in: charging (the car is seen "
+        "charging), planned (also slots not yet confirmed). auto: charging on four-rate, planned "
+        "on legacy.",
     )
     timezone: str = Field(default="Europe/London", description="The GX's local time zone.")
     dry_run: bool = Field(default=False, description="Log the writes without making them.")

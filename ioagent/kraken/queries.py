@@ -116,3 +116,19 @@ def poll_variables(account: str, device_ids: Sequence[str]) -> dict[str, str]:
     for index, device_id in enumerate(device_ids):
         variables[planned_variable(index)] = device_id
     return variables
+
+
+# --- the account's product (issue 15): kept in its own block -----------------------------------
+
+AGREEMENTS = """
+query Agreements($account: String!) {
+  account(accountNumber: $account) {
+    electricityAgreements(active: true) {
+      validFrom
+      validTo
+      meterPoint { mpan }
+      tariff { ... on TariffType { productCode tariffCode } }
+    }
+  }
+}
+"""

@@ -11,8 +11,9 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
+from ioagent.budget import CallBudget, is_quiet_second
 from ioagent.config import TariffSettings
 from ioagent.kraken.client import KrakenClient, PollResult
 from ioagent.kraken.errors import (
@@ -21,11 +22,20 @@ from ioagent.kraken.errors import (
     KrakenError,
     RateLimited,
 )
-from ioagent.kraken.types import BOOST, CompletedDispatch, Device, Dispatch
+from ioagent.kraken.rest import ProductsClient
+from ioagent.kraken.types import (
+    BOOST,
+    CompletedDispatch,
+    Device,
+    Dispatch,
+    UnitRate,
+    parse_unit_rates,
+)
 from ioagent.logs import get_logger
 from ioagent.mqtt.publisher import Publisher
 from ioagent.mqtt.topics import Topics
 from ioagent.store.async_store import AsyncStore
+from ioagent.tariff.evidence import evidence_from
 from ioagent.tariff.plan import (
     DEFAULT_KEEP,
     PlanEvent,
@@ -36,7 +46,19 @@ from ioagent.tariff.plan import (
     located,
     slot_json,
 )
-from ioagent.tariff.rules import TariffRules, TariffState, evaluate, transitions
+from ioagent.tariff.product import Product, from_agreement, in_force, resolve
+from ioagent.tariff.rates import (
+    FEED_PATHS,
+    FOUR_RATE_BANDS,
+    LEGACY_BANDS,
+    Band,
+    RateFeeds,
+    half_hour_rates,
+    rate_at,
+)
+from ioagent.tariff.rules import TariffRules
+from ioagent.tariff.signals import ProductRules, Signals, evaluate, timeline, transitions
+from ioagent.tariff.windows import Window, floor_half_hour
 from ioagent.timeutil import Clock, iso_z, parse_iso
 
 ApiState = Literal["ok", "degraded", "rate_limited", "auth_failed", "api_changed"]
@@ -48,6 +70,14 @@ TRANSITIONS_HORIZON = timedelta(hours=24)
 SOON = timedelta(hours=1)
 COMPLETED_WINDOW = timedelta(hours=12)
 """About what ``completedDispatches`` returns, and so what ``dispatches/completed`` lists."""
+CHARGING_STATE = "SMART_CONTROL_IN_PROGRESS"
+PRODUCT_REFRESH = timedelta(hours=24)
+"""How often the account's agreements (its product) and the tariff's rates are read again."""
+PRODUCT_RETRY = timedelta(minutes=15)
+"""After a failed agreements or rates read, the next try waits at least this long."""
+RATES_HORIZON = timedelta(hours=24)
+PRODUCT_META = "product:{account}"
+RATES_META = "rates:{account}"
 
 log = get_logger("ioagent.agent")
 
@@ -92,7 +122,14 @@ class ApiHealth:
             return cls()
         return health
 
-    def as_json(self, now: datetime, storage_error: str | None = None) -> str:
+    def as_json(
+        self,
+        now: datetime,
+        storage_error: str | None = None,
+        *,
+        product_note: str | None = None,
+        rates_note: str | None = None,
+    ) -> str:
         stale = None
         if self.last_success is not None:
             stale = max(0, int((now - self.last_success).total_seconds()))
@@ -104,6 +141,8 @@ class ApiHealth:
                 "last_error_at": _time_or_empty(self.last_error_at) or None,
                 "stale_seconds": stale,
                 "storage": "ok" if storage_error is None else f"degraded: {storage_error}",
+                "product": product_note or "ok",
+                "rates": rates_note or "ok",
             },
             sort_keys=True,
         )
@@ -146,6 +185,23 @@ class AccountAgent:
         self.health = ApiHealth()
         self.have_plan = False
         self._published: dict[str, str] = {}
+        self.rates_client: ProductsClient | None = None
+        """Set by the daemon: reads the tariff's unit rates (None: rates are not published)."""
+        self.known_product: Product | None = None
+        """The product last read from the account (this run, or stored by an earlier one)."""
+        self.product_checked_at: datetime | None = None
+        self.product_retry_at: datetime | None = None
+        self.product_note: str | None = None
+        self.product_refresh = PRODUCT_REFRESH
+        self.product_budget = CallBudget(per_hour=4, per_minute=1)
+        self.rates: RateFeeds | None = None
+        self.rates_checked_at: datetime | None = None
+        self.rates_retry_at: datetime | None = None
+        self.rates_note: str | None = None
+        self.rates_budget = CallBudget(per_hour=12, per_minute=6)
+        self.device_budget = CallBudget(per_hour=12, per_minute=2)
+        self.charging_seen: list[datetime] = []
+        """Instants at which a device reported SMART_CONTROL_IN_PROGRESS (charging evidence)."""
 
     # ----- derived state -----
     @property
@@ -166,15 +222,40 @@ class AccountAgent:
         # A slot Octopus later reports as completed AWAY no longer makes the house off-peak.
         return list(located(ordered, self.completed))
 
-    def rules(self) -> TariffRules:
+    @property
+    def product(self) -> Product:
+        """The product whose rules apply: ``[tariff] product`` or what the account says."""
+        return resolve(self.tariff_settings.product, self.known_product)
+
+    def _device_capped(self) -> str | None:
         device = self.primary_device
-        capped = (
+        return (
             device.preferences.charging_duration_capped if device and device.preferences else None
         )
-        return TariffRules.from_settings(self.tariff_settings, capped)
 
-    def tariff_state(self, now: datetime) -> TariffState:
-        return evaluate(self.plan, self.rules(), now)
+    def legacy_rules(self) -> TariffRules:
+        """The legacy rules' settings (the history report and the fixed window use them)."""
+        return TariffRules.from_settings(self.tariff_settings, self._device_capped())
+
+    def rules(self) -> ProductRules:
+        return ProductRules.from_settings(
+            self.tariff_settings, self.product.family, self._device_capped()
+        )
+
+    def evidence(self) -> list[Window]:
+        """Charging evidence: completed smart records and observed SMART_CONTROL_IN_PROGRESS."""
+        return evidence_from(self.completed, self.charging_seen)
+
+    def tariff_state(self, now: datetime) -> Signals:
+        return evaluate(self.rules(), self.plan, self.evidence(), now)
+
+    def record_device_states(self, devices: Sequence[Device], now: datetime) -> bool:
+        """Remember that a device was charging now; True when that is new evidence."""
+        self.charging_seen = [at for at in self.charging_seen if at > now - KEEP_FINISHED]
+        if any(device.current_state == CHARGING_STATE for device in devices):
+            self.charging_seen.append(now)
+            return True
+        return False
 
     def is_active(self, now: datetime) -> bool:
         """Something is happening: charging, boosting, or a slot starts within the hour."""
@@ -197,23 +278,43 @@ class AccountAgent:
         storage_error = None
         if self.store is not None and not self.store.healthy:
             storage_error = self.store.error or "database unavailable; keeping state in memory"
-        await self._put(self.topics.api, self.health.as_json(self.clock(), storage_error))
+        await self._put(
+            self.topics.api,
+            self.health.as_json(
+                self.clock(),
+                storage_error,
+                product_note=self.product_note,
+                rates_note=self.rates_note,
+            ),
+        )
 
-    async def publish_tariff(self, now: datetime | None = None) -> TariffState:
+    async def publish_tariff(self, now: datetime | None = None) -> Signals:
         now = now or self.clock()
-        state = self.tariff_state(now)
+        rules = self.rules()
+        plan = self.plan
+        evidence = self.evidence()
+        state = evaluate(rules, plan, evidence, now)
         t = self.topics
+        await self._put(t.tariff, self.product.as_json())
         await self._put(t.offpeak, _bool(state.offpeak))
+        await self._put(t.offpeak_confidence, state.confidence)
+        await self._put(t.ev_offpeak, _bool(state.ev_offpeak))
+        await self._publish_allowance(state)
+        await self._publish_rates(rules, plan, evidence, state, now)
         await self._put(t.dispatching, _bool(state.dispatching))
         await self._put(t.next_offpeak_start, _time_or_empty(state.next_offpeak_start))
         await self._put(t.offpeak_end, _time_or_empty(state.offpeak_end))
         await self._put(t.next_dispatch_start, _time_or_empty(state.next_dispatch_start))
         await self._put(t.next_dispatch_end, _time_or_empty(state.next_dispatch_end))
         upcoming = [
-            {"at": iso_z(at), "offpeak": offpeak, "dispatching": dispatching}
-            for at, offpeak, dispatching in transitions(
-                self.plan, self.rules(), now, TRANSITIONS_HORIZON
-            )
+            {
+                "at": iso_z(flip.at),
+                "offpeak": flip.offpeak,
+                "ev_offpeak": flip.ev_offpeak,
+                "confidence": flip.confidence,
+                "dispatching": flip.dispatching,
+            }
+            for flip in transitions(rules, plan, evidence, now, TRANSITIONS_HORIZON)
         ]
         await self._put(t.transitions, json.dumps(upcoming))
         boosting = any(
@@ -222,6 +323,40 @@ class AccountAgent:
         if self.devices:
             await self._put(t.boost, "on" if boosting else "off")
         return state
+
+    async def _publish_allowance(self, state: Signals) -> None:
+        t = self.topics
+        allowance = state.allowance
+        if allowance is None:
+            # Not four-rate (any more): clear what a four-rate run published.
+            for topic in t.allowance_topics:
+                if self._published.get(topic):
+                    await self._put(topic, "")
+            return
+        await self._put(t.allowance_remaining, f"{allowance.remaining:.2f}")
+        await self._put(t.allowance_used, f"{allowance.used:.2f}")
+        await self._put(t.allowance_resets_at, iso_z(allowance.resets_at))
+        await self._put(t.allowance_exhausted_at, _time_or_empty(allowance.exhausted_at))
+
+    async def _publish_rates(
+        self,
+        rules: ProductRules,
+        plan: Sequence[Dispatch],
+        evidence: Sequence[Window],
+        state: Signals,
+        now: datetime,
+    ) -> None:
+        if self.rates is None:
+            return  # never a guessed number: nothing until the rates have been read once
+        t = self.topics
+        home, ev = rate_at(self.rates, now, state.offpeak, state.ev_offpeak)
+        await self._put(t.rate_home, _rate(home))
+        await self._put(t.rate_ev, _rate(ev))
+        start = floor_half_hour(now, rules.legacy.zone)
+        end = start + RATES_HORIZON
+        segments = timeline(rules, plan, evidence, now, start, end)
+        rows = half_hour_rates(self.rates, segments, start, end)
+        await self._put(t.rates, json.dumps([row.as_json() for row in rows]))
 
     async def publish_plan(self, now: datetime) -> None:
         t = self.topics
@@ -261,7 +396,7 @@ class AccountAgent:
         if prefs is None:
             return
         # The local date, not strftime("%A"): a weekday name depends on the process's locale.
-        today = now.astimezone(self.rules().zone).date()
+        today = now.astimezone(self.tariff_settings.zone).date()
         target_soc = prefs.target_soc_for(today)
         ready_by = prefs.ready_by_for(today)
         if target_soc is not None:
@@ -327,6 +462,12 @@ class AccountAgent:
             if plan is not None:
                 self.plans[device_id] = tuple(plan)
                 self.have_plan = True
+        stored_product = await self.store.get_meta(PRODUCT_META.format(account=self.account))
+        if stored_product:
+            self.known_product = Product.from_json(stored_product)
+        stored_rates = await self.store.get_meta(RATES_META.format(account=self.account))
+        if stored_rates:
+            self.rates = _rates_from_json(stored_rates)
         # The first publish after a restart must not replace the completed list with "[]".
         now = self.clock()
         self.completed = await self.store.completed_between(
@@ -358,6 +499,10 @@ class AccountAgent:
     async def poll(self, may_retry: Callable[[], bool] | None = None) -> PollOutcome:
         """Poll once; ``may_retry`` is the call budget's say on a retry after a refused token."""
         now = self.clock()
+        if self.known_product is None and self.product_checked_at is None:
+            # At start-up with nothing known, read the product first: the poll's first publish
+            # then already uses the account's rules. Later reads follow the poll.
+            await self.refresh_product_if_due(now)
         try:
             if not self.devices:
                 self.devices = await self.client.devices(self.account)
@@ -365,7 +510,141 @@ class AccountAgent:
         except KrakenError as exc:
             await self._record_error(exc, now)
             return PollOutcome(ok=False, error=exc)
-        return await self.apply(result, now)
+        outcome = await self.apply(result, now)
+        await self.refresh_product_if_due(self.clock())
+        await self.refresh_rates_if_due(self.clock())
+        return outcome
+
+    # ----- the product and its rates -----
+    def _due(
+        self, checked: datetime | None, retry: datetime | None, budget: CallBudget, now: datetime
+    ) -> bool:
+        if retry is not None and now < retry:
+            return False
+        if checked is not None and now - checked < self.product_refresh:
+            return False
+        return budget.allows(now) and not is_quiet_second(now)
+
+    async def refresh_product_if_due(self, now: datetime) -> bool:
+        """Read the account's agreements when due; True when the product changed."""
+        if not self._due(self.product_checked_at, self.product_retry_at, self.product_budget, now):
+            return False
+        self.product_budget.spend(now)
+        before = self.product
+        try:
+            agreements = await self.client.agreements(self.account)
+        except KrakenError as exc:
+            self.product_retry_at = now + PRODUCT_RETRY
+            known = self.known_product
+            keeping = f"{known.product} ({known.family})" if known else "the default rules"
+            self.product_note = f"degraded: agreements unreadable ({exc}); using {keeping}"
+            log.warning("agreements_failed", account=self.account, error=str(exc), keeping=keeping)
+            await self.publish_api()
+            return False
+        self.product_checked_at = now
+        self.product_retry_at = None
+        agreement = in_force(agreements, now)
+        if agreement is None:
+            self.product_note = (
+                "degraded: no electricity agreement in force; keeping the last known"
+            )
+            log.warning("no_agreement_in_force", account=self.account, agreements=len(agreements))
+        else:
+            self.product_note = None
+            self.known_product = from_agreement(agreement)
+            if self.store is not None:
+                await self.store.set_meta(
+                    PRODUCT_META.format(account=self.account), self.known_product.stored_json()
+                )
+        product = self.product
+        if product.family == "other":
+            log.warning(
+                "product_not_intelligent",
+                account=self.account,
+                product=product.product,
+                hint="only the fixed night window is published as off-peak",
+            )
+        changed = product != before
+        if changed:
+            log.info(
+                "product",
+                account=self.account,
+                product=product.product,
+                tariff=product.tariff,
+                family=product.family,
+                source=product.source,
+            )
+            self.rates_checked_at = None  # a new tariff has new rates
+        await self.publish_api()
+        await self.publish_tariff(self.clock())
+        return changed
+
+    async def refresh_rates_if_due(self, now: datetime) -> bool:
+        """Read the tariff's unit rates when due; True when they were read."""
+        client = self.rates_client
+        product = self.product
+        if client is None or product.product is None or product.tariff is None:
+            return False
+        if product.family not in ("legacy", "four_rate"):
+            return False
+        if not self._due(self.rates_checked_at, self.rates_retry_at, self.rates_budget, now):
+            return False
+        bands = FOUR_RATE_BANDS if product.family == "four_rate" else LEGACY_BANDS
+        feeds: dict[Band, list[Any]] = {}
+        try:
+            for band in bands:
+                self.rates_budget.spend(now)
+                feeds[band] = await client.unit_rates(
+                    product.product,
+                    product.tariff,
+                    FEED_PATHS[band],
+                    period_from=now - timedelta(days=1),
+                    period_to=now + timedelta(days=2),
+                )
+        except KrakenError as exc:
+            self.rates_retry_at = now + PRODUCT_RETRY
+            self.rates_note = f"degraded: rates unreadable ({exc}); publishing the last known"
+            log.warning("rates_failed", account=self.account, error=str(exc))
+            await self.publish_api()
+            return False
+        previous = self.rates.feeds if self.rates and self.rates.tariff == product.tariff else {}
+        merged: dict[Band, Any] = {}
+        for band in bands:
+            # Each band carries its own last value forward when its feed came back empty.
+            merged[band] = feeds.get(band) or list(previous.get(band, ()))
+        self.rates = RateFeeds(product.family, product.tariff, merged)
+        self.rates_checked_at = now
+        self.rates_retry_at = None
+        missing = [band for band in bands if not merged[band]]
+        self.rates_note = f"degraded: no {', '.join(missing)} rate published" if missing else None
+        if self.store is not None:
+            await self.store.set_meta(
+                RATES_META.format(account=self.account), _rates_json(self.rates)
+            )
+        await self.publish_api()
+        await self.publish_tariff(self.clock())
+        return True
+
+    async def check_device_state(self, now: datetime) -> bool:
+        """Read the devices (not a planned-dispatch query) to see whether the car charges.
+
+        Returns True when that gave new charging evidence. Own small budget; skipped in the
+        quiet seconds.
+        """
+        if not self.device_budget.allows(now) or is_quiet_second(now):
+            return False
+        self.device_budget.spend(now)
+        try:
+            devices = await self.client.devices(self.account)
+        except KrakenError as exc:
+            log.info("device_state_check_failed", account=self.account, error=str(exc))
+            return False
+        if devices:
+            self.devices = list(devices)
+        seen = self.record_device_states(devices, now)
+        await self.publish_device(now)
+        await self.publish_tariff(self.clock())
+        return seen
 
     async def apply(self, result: PollResult, now: datetime) -> PollOutcome:
         """Fold one poll result into the plan and publish what changed."""
@@ -377,6 +656,7 @@ class AccountAgent:
             )
             self.devices = list(result.devices)
             self.devices_listed = True
+            self.record_device_states(self.devices, now)
         if self.store is not None and (devices_changed or not self.have_plan):
             # Written before the plans, so a restart always finds the plans it must diff against.
             await self.store.set_meta(f"devices:{self.account}", json.dumps(self.device_ids))
@@ -454,6 +734,43 @@ class AccountAgent:
             keeping="last known plan",
         )
         await self.publish_api()
+
+
+def _rate(value: float | None) -> str:
+    # Empty, never a guessed number, when a band has not been published.
+    return "" if value is None else f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def _rates_json(feeds: RateFeeds) -> str:
+    return json.dumps(
+        {
+            "family": feeds.family,
+            "tariff": feeds.tariff,
+            "feeds": {
+                band: [
+                    {
+                        "value_inc_vat": r.value_inc_vat,
+                        "valid_from": None if r.valid_from is None else iso_z(r.valid_from),
+                        "valid_to": None if r.valid_to is None else iso_z(r.valid_to),
+                    }
+                    for r in entries
+                ]
+                for band, entries in feeds.feeds.items()
+            },
+        },
+        sort_keys=True,
+    )
+
+
+def _rates_from_json(text: str) -> RateFeeds | None:
+    try:
+        data = json.loads(text)
+        feeds: dict[Band, list[UnitRate]] = {}
+        for band, entries in data["feeds"].items():
+            feeds[band] = parse_unit_rates(entries)
+        return RateFeeds(str(data["family"]), data.get("tariff"), feeds)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def _upcoming(plan: Sequence[Dispatch], now: datetime) -> list[Dispatch]:

@@ -15,13 +15,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import pairwise
-from typing import Literal
 
 from ioagent.config import TariffSettings
 from ioagent.kraken.types import Dispatch
 from ioagent.tariff import four_rate
 from ioagent.tariff.evidence import Confidence, confirmed, counts, location_changes
 from ioagent.tariff.four_rate import Allowance, FourRateRules, SmartOffpeak
+from ioagent.tariff.product import Family
 from ioagent.tariff.rules import TariffRules, capped_smart_windows, dispatch_windows, fixed_windows
 from ioagent.tariff.windows import (
     DAY,
@@ -33,7 +33,6 @@ from ioagent.tariff.windows import (
 )
 from ioagent.timeutil import to_utc
 
-Family = Literal["legacy", "four_rate", "other"]
 LOOKAHEAD = timedelta(hours=48)
 
 
@@ -220,6 +219,29 @@ def timeline(
     return _joined(clipped)
 
 
+def home_windows(segments: Sequence[Segment], confidences: Iterable[Confidence]) -> list[Window]:
+    """The merged stretches in which the home is off-peak with one of ``confidences``."""
+    wanted = set(confidences)
+    return merge(
+        Window(s.start, s.end) for s in segments if s.home_offpeak and s.confidence in wanted
+    )
+
+
+def victron_confidences(
+    setting: str, family: Family, *, include_fixed_window: bool
+) -> tuple[Confidence, ...]:
+    """Which half-hours a home battery charges in: ``charging`` ones, ``planned`` ones too when
+    widened (``auto``: on legacy, where a planned slot is billed cheap), and the night window
+    with ``include_fixed_window``."""
+    widened = setting == "planned" or (setting == "auto" and family != "four_rate")
+    chosen: list[Confidence] = ["charging"]
+    if widened:
+        chosen.append("planned")
+    if include_fixed_window:
+        chosen.append("guaranteed")
+    return tuple(chosen)
+
+
 def _runs(segments: Sequence[Segment], home: bool) -> list[Window]:
     return merge(Window(s.start, s.end) for s in segments if s.home_offpeak == home and home)
 
@@ -335,6 +357,8 @@ __all__ = [
     "Signals",
     "Transition",
     "evaluate",
+    "home_windows",
     "timeline",
     "transitions",
+    "victron_confidences",
 ]
