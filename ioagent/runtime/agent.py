@@ -25,6 +25,8 @@ from ioagent.kraken.errors import (
 from ioagent.kraken.rest import ProductsClient
 from ioagent.kraken.types import (
     BOOST,
+    SMART,
+    Agreement,
     CompletedDispatch,
     Device,
     Dispatch,
@@ -187,8 +189,11 @@ class AccountAgent:
         self._published: dict[str, str] = {}
         self.rates_client: ProductsClient | None = None
         """Set by the daemon: reads the tariff's unit rates (None: rates are not published)."""
-        self.known_product: Product | None = None
-        """The product last read from the account (this run, or stored by an earlier one)."""
+        self.agreements: list[Agreement] = []
+        """The account's active agreements as last read: an announced migration (an agreement
+        that ends, and one that starts then) changes the rules at its exact instant."""
+        self.stored_product: Product | None = None
+        """The product last known in force (stored by this run or an earlier one)."""
         self.product_checked_at: datetime | None = None
         self.product_retry_at: datetime | None = None
         self.product_note: str | None = None
@@ -219,13 +224,38 @@ class AccountAgent:
         """Every device's effective plan, each slot located by the completed dispatches."""
         merged = [slot for slots in self.plans.values() for slot in slots]
         ordered = sorted(merged, key=lambda d: (d.start, d.end, d.device_id or "", d.type))
-        # A slot Octopus later reports as completed AWAY no longer makes the house off-peak.
-        return list(located(ordered, self.completed))
+        # Each slot takes its location from the completed records (docs/tariff.md, R7).
+        slots = list(located(ordered, self.completed))
+        # A completed record that no planned slot covers (it ran before this run started, or
+        # vanished unseen) was a dispatch all the same: it used allowance and was billed low.
+        for record in self.completed:
+            done = record.as_dispatch()
+            if done.type == SMART and not any(
+                slot.start < done.end and done.start < slot.end for slot in slots
+            ):
+                slots.append(done)
+        return sorted(slots, key=lambda d: (d.start, d.end, d.device_id or "", d.type))
+
+    @property
+    def known_product(self) -> Product | None:
+        """The product in force now by the agreements read, else the last known one."""
+        agreement = in_force(self.agreements, self.clock())
+        return from_agreement(agreement) if agreement is not None else self.stored_product
 
     @property
     def product(self) -> Product:
         """The product whose rules apply: ``[tariff] product`` or what the account says."""
         return resolve(self.tariff_settings.product, self.known_product)
+
+    def next_product_change(self, now: datetime) -> datetime | None:
+        """The next instant at which an agreement read ends or starts."""
+        edges = [
+            edge
+            for agreement in self.agreements
+            for edge in (agreement.valid_from, agreement.valid_to)
+            if edge is not None and edge > now
+        ]
+        return min(edges, default=None)
 
     def _device_capped(self) -> str | None:
         device = self.primary_device
@@ -346,8 +376,12 @@ class AccountAgent:
         state: Signals,
         now: datetime,
     ) -> None:
-        if self.rates is None:
-            return  # never a guessed number: nothing until the rates have been read once
+        if self.rates is None or self.rates.tariff != self.product.tariff:
+            # Never a guessed number: nothing until the tariff's rates have been read.
+            for topic in (self.topics.rate_home, self.topics.rate_ev, self.topics.rates):
+                if self._published.get(topic):
+                    await self._put(topic, "")
+            return
         t = self.topics
         home, ev = rate_at(self.rates, now, state.offpeak, state.ev_offpeak)
         await self._put(t.rate_home, _rate(home))
@@ -464,7 +498,7 @@ class AccountAgent:
                 self.have_plan = True
         stored_product = await self.store.get_meta(PRODUCT_META.format(account=self.account))
         if stored_product:
-            self.known_product = Product.from_json(stored_product)
+            self.stored_product = Product.from_json(stored_product)
         stored_rates = await self.store.get_meta(RATES_META.format(account=self.account))
         if stored_rates:
             self.rates = _rates_from_json(stored_rates)
@@ -501,7 +535,8 @@ class AccountAgent:
         now = self.clock()
         if self.known_product is None and self.product_checked_at is None:
             # At start-up with nothing known, read the product first: the poll's first publish
-            # then already uses the account's rules. Later reads follow the poll.
+            # then already uses the account's rules. Later reads run in their own task
+            # (the daemon's "products"), so they never delay a poll.
             await self.refresh_product_if_due(now)
         try:
             if not self.devices:
@@ -510,10 +545,7 @@ class AccountAgent:
         except KrakenError as exc:
             await self._record_error(exc, now)
             return PollOutcome(ok=False, error=exc)
-        outcome = await self.apply(result, now)
-        await self.refresh_product_if_due(self.clock())
-        await self.refresh_rates_if_due(self.clock())
-        return outcome
+        return await self.apply(result, now)
 
     # ----- the product and its rates -----
     def _due(
@@ -524,6 +556,22 @@ class AccountAgent:
         if checked is not None and now - checked < self.product_refresh:
             return False
         return budget.allows(now) and not is_quiet_second(now)
+
+    def next_product_work(self, now: datetime) -> datetime:
+        """When the agreements or the rates are next due (for the daemon's products task)."""
+        candidates = []
+        work = [(self.product_checked_at, self.product_retry_at)]
+        if self._rates_readable():
+            work.append((self._rates_checked(), self.rates_retry_at))
+        change = self.next_product_change(now)
+        if change is not None:
+            candidates.append(change)
+        for checked, retry in work:
+            at = now if checked is None else checked + self.product_refresh
+            if retry is not None:
+                at = max(at, retry)
+            candidates.append(at)
+        return max(now, min(candidates))
 
     async def refresh_product_if_due(self, now: datetime) -> bool:
         """Read the account's agreements when due; True when the product changed."""
@@ -543,6 +591,7 @@ class AccountAgent:
             return False
         self.product_checked_at = now
         self.product_retry_at = None
+        self.agreements = list(agreements)
         agreement = in_force(agreements, now)
         if agreement is None:
             self.product_note = (
@@ -551,10 +600,10 @@ class AccountAgent:
             log.warning("no_agreement_in_force", account=self.account, agreements=len(agreements))
         else:
             self.product_note = None
-            self.known_product = from_agreement(agreement)
+            self.stored_product = from_agreement(agreement)
             if self.store is not None:
                 await self.store.set_meta(
-                    PRODUCT_META.format(account=self.account), self.known_product.stored_json()
+                    PRODUCT_META.format(account=self.account), self.stored_product.stored_json()
                 )
         product = self.product
         if product.family == "other":
@@ -579,15 +628,29 @@ class AccountAgent:
         await self.publish_tariff(self.clock())
         return changed
 
+    def _rates_checked(self) -> datetime | None:
+        """When the rates of the tariff in force were read; None for a new tariff."""
+        if self.rates is None or self.rates.tariff != self.product.tariff:
+            return None
+        return self.rates_checked_at
+
+    def _rates_readable(self) -> bool:
+        product = self.product
+        return (
+            self.rates_client is not None
+            and product.product is not None
+            and product.tariff is not None
+            and product.family in ("legacy", "four_rate")
+        )
+
     async def refresh_rates_if_due(self, now: datetime) -> bool:
         """Read the tariff's unit rates when due; True when they were read."""
         client = self.rates_client
         product = self.product
-        if client is None or product.product is None or product.tariff is None:
+        if client is None or not self._rates_readable():
             return False
-        if product.family not in ("legacy", "four_rate"):
-            return False
-        if not self._due(self.rates_checked_at, self.rates_retry_at, self.rates_budget, now):
+        assert product.product is not None and product.tariff is not None
+        if not self._due(self._rates_checked(), self.rates_retry_at, self.rates_budget, now):
             return False
         bands = FOUR_RATE_BANDS if product.family == "four_rate" else LEGACY_BANDS
         feeds: dict[Band, list[Any]] = {}

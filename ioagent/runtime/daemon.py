@@ -271,6 +271,7 @@ class Daemon:
                 group.create_task(self._heartbeat(), name="heartbeat")
                 group.create_task(self._prune_history(), name="prune")
                 group.create_task(self._charge_checks(), name="charge-checks")
+                group.create_task(self._products(), name="products")
                 if ha.enabled:
                     group.create_task(self._homeassistant(), name="homeassistant")
                 if self.victron is not None:
@@ -304,10 +305,32 @@ class Daemon:
                     last_windows = windows
                     await self.victron.update_windows(windows, now)
             wait = BOUNDARY_MAX_WAIT
-            if state.next_transition is not None:
-                wait = min(wait, max(0.0, (state.next_transition - self.clock()).total_seconds()))
+            # An announced change of product changes the rules at its instant.
+            change = self.agent.next_product_change(now)
+            for instant in (state.next_transition, change):
+                if instant is not None:
+                    wait = min(wait, max(0.0, (instant - self.clock()).total_seconds()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.plan_changed.wait(), timeout=wait)
+
+    async def _products(self) -> None:
+        """Read the account's product (agreements) and the tariff's rates once a day.
+
+        A task of its own, so these calls never delay a dispatch poll or a flip. Each has its
+        own small budget and skips the quiet seconds (``AccountAgent._due``).
+        """
+        while True:
+            now = self.clock()
+            due = avoid_boundary(self.agent.next_product_work(now))
+            wait = (due - now).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(min(wait, BOUNDARY_MAX_WAIT))
+                continue
+            changed = await self.agent.refresh_product_if_due(self.clock())
+            await self.agent.refresh_rates_if_due(self.clock())
+            if changed:
+                self.plan_changed.set()
+            await asyncio.sleep(5.0)  # a budget refusal must not spin
 
     async def _charge_checks(self) -> None:
         """Read the device state shortly after each smart slot starts, to confirm charging.
