@@ -267,10 +267,9 @@ class AccountAgent:
         """The legacy rules' settings (the history report and the fixed window use them)."""
         return TariffRules.from_settings(self.tariff_settings, self._device_capped())
 
-    def rules(self) -> ProductRules:
-        return ProductRules.from_settings(
-            self.tariff_settings, self.product.family, self._device_capped()
-        )
+    def rules(self, product: Product | None = None) -> ProductRules:
+        family = (product or self.product).family
+        return ProductRules.from_settings(self.tariff_settings, family, self._device_capped())
 
     def evidence(self) -> list[Window]:
         """Charging evidence: completed smart records and observed SMART_CONTROL_IN_PROGRESS."""
@@ -320,17 +319,19 @@ class AccountAgent:
 
     async def publish_tariff(self, now: datetime | None = None) -> Signals:
         now = now or self.clock()
-        rules = self.rules()
+        # One product for the whole publish: a concurrent product change must not mix rules.
+        product = self.product
+        rules = self.rules(product)
         plan = self.plan
         evidence = self.evidence()
         state = evaluate(rules, plan, evidence, now)
         t = self.topics
-        await self._put(t.tariff, self.product.as_json())
+        await self._put(t.tariff, product.as_json())
         await self._put(t.offpeak, _bool(state.offpeak))
         await self._put(t.offpeak_confidence, state.confidence)
         await self._put(t.ev_offpeak, _bool(state.ev_offpeak))
-        await self._publish_allowance(state)
-        await self._publish_rates(rules, plan, evidence, state, now)
+        await self._publish_allowance(state, product)
+        await self._publish_rates(product, rules, plan, evidence, state, now)
         await self._put(t.dispatching, _bool(state.dispatching))
         await self._put(t.next_offpeak_start, _time_or_empty(state.next_offpeak_start))
         await self._put(t.offpeak_end, _time_or_empty(state.offpeak_end))
@@ -354,9 +355,12 @@ class AccountAgent:
             await self._put(t.boost, "on" if boosting else "off")
         return state
 
-    async def _publish_allowance(self, state: Signals) -> None:
+    async def _publish_allowance(self, state: Signals, product: Product) -> None:
         t = self.topics
         allowance = state.allowance
+        if product.source == "default":
+            # Four-rate rules stand in for an unknown product; its allowance is not a fact.
+            allowance = None
         if allowance is None:
             # Not four-rate (any more): clear what a four-rate run published.
             for topic in t.allowance_topics:
@@ -370,13 +374,14 @@ class AccountAgent:
 
     async def _publish_rates(
         self,
+        product: Product,
         rules: ProductRules,
         plan: Sequence[Dispatch],
         evidence: Sequence[Window],
         state: Signals,
         now: datetime,
     ) -> None:
-        if self.rates is None or self.rates.tariff != self.product.tariff:
+        if self.rates is None or self.rates.tariff != product.tariff:
             # Never a guessed number: nothing until the tariff's rates have been read.
             for topic in (self.topics.rate_home, self.topics.rate_ev, self.topics.rates):
                 if self._published.get(topic):
@@ -676,6 +681,12 @@ class AccountAgent:
             # Each band carries its own last value forward when its feed came back empty.
             merged[band] = feeds.get(band) or list(previous.get(band, ()))
         self.rates = RateFeeds(product.family, product.tariff, merged)
+        log.info(
+            "rates",
+            account=self.account,
+            tariff=product.tariff,
+            entries={band: len(merged[band]) for band in bands},
+        )
         self.rates_checked_at = now
         self.rates_retry_at = None
         missing = [band for band in bands if not merged[band]]
@@ -801,7 +812,7 @@ class AccountAgent:
 
 def _rate(value: float | None) -> str:
     # Empty, never a guessed number, when a band has not been published.
-    return "" if value is None else f"{value:.4f}".rstrip("0").rstrip(".")
+    return "" if value is None else f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def _rates_json(feeds: RateFeeds) -> str:

@@ -152,7 +152,7 @@ def _flat(value: float) -> dict[str, Any]:
     return {
         "value_exc_vat": round(value / 1.05, 6),
         "value_inc_vat": value,
-        "valid_from": "2026-07-05T23:00:00Z",
+        "valid_from": iso_z(FIRST_VALID_FROM),
         "valid_to": None,
         "payment_method": None,
     }
