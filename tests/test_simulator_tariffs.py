@@ -76,10 +76,13 @@ async def test_a_migration_through_the_control_api(
 
 
 async def test_a_bad_migration_is_refused(simulator: RunningSimulator) -> None:
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{simulator.control_url}/agreements",
-        json={"account": DEFAULT_ACCOUNT, "product": "agile"},
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{simulator.control_url}/agreements",
+            json={"account": DEFAULT_ACCOUNT, "product": "agile"},
+        ) as response,
+    ):
         assert response.status == 400
 
 
