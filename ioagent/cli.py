@@ -21,7 +21,7 @@ HANDLERS = {
     "run": "ioagent.runtime.daemon:cli_run",
     "demo": "ioagent.demo:cli_demo",
     "simulator": "ioagent.simulator.cli:cli_simulator",
-    "dispatches": "ioagent.kraken.cli:cli_dispatches",
+    "dispatches": "ioagent.dispatches:cli_dispatches",
     "check": "ioagent.check:cli_check",
     "history": "ioagent.store.history:cli_history",
 }
@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_jwt_lifetime,
         default=None,
         help="how long the simulator's JWTs live (default 3600, as Kraken's)",
+    )
+    sim.add_argument(
+        "--product",
+        choices=("legacy", "four_rate"),
+        default="legacy",
+        help="the accounts' Intelligent Octopus Go product (default legacy; migrate one later "
+        "with POST /control/agreements)",
     )
     dispatches = with_config(
         sub.add_parser("dispatches", help="print the plan, device state and preferences once")
