@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--mqtt-port", type=int, default=1883, help="broker port (default 1883)")
     demo.add_argument("--base-topic", default="ioagent", help="topic prefix (default ioagent)")
     demo.add_argument(
+        "--product",
+        choices=("four_rate", "legacy"),
+        default="four_rate",
+        help="the simulated account's product (default four_rate)",
+    )
+    demo.add_argument(
         "--duration", type=float, default=None, help="stop after this many seconds (default: never)"
     )
     sim = sub.add_parser("simulator", help="run the Kraken API simulator standalone")
