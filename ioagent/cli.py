@@ -22,7 +22,7 @@ HANDLERS = {
     "run": "ioagent.runtime.daemon:cli_run",
     "demo": "ioagent.demo:cli_demo",
     "simulator": "ioagent.simulator.cli:cli_simulator",
-    "dispatches": "ioagent.kraken.cli:cli_dispatches",
+    "dispatches": "ioagent.dispatches:cli_dispatches",
     "check": "ioagent.check:cli_check",
     "history": "ioagent.store.history:cli_history",
     "ledger": "ioagent.store.ledger_cli:cli_ledger",
@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--mqtt-port", type=int, default=1883, help="broker port (default 1883)")
     demo.add_argument("--base-topic", default="ioagent", help="topic prefix (default ioagent)")
     demo.add_argument(
+        "--product",
+        choices=("four_rate", "legacy"),
+        default="four_rate",
+        help="the simulated account's product (default four_rate)",
+    )
+    demo.add_argument(
         "--duration", type=float, default=None, help="stop after this many seconds (default: never)"
     )
     sim = sub.add_parser(
@@ -108,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_jwt_lifetime,
         default=None,
         help="how long the simulator's JWTs live (default 3600, as Kraken's)",
+    )
+    sim.add_argument(
+        "--product",
+        choices=("legacy", "four_rate"),
+        default="legacy",
+        help="the accounts' Intelligent Octopus Go product (default legacy; migrate one later "
+        "with POST /control/agreements)",
     )
     dispatches = with_config(
         sub.add_parser(

@@ -127,6 +127,11 @@ class OctopusSettings(Section):
         default=LIVE_API_URL,
         description="Kraken GraphQL endpoint. Change it only to use the built-in simulator.",
     )
+    rest_url: str = Field(
+        default="https://api.octopus.energy",
+        description="Octopus's public products REST API (unit rates). Change it only to use the "
+        "built-in simulator.",
+    )
     connect_timeout: float = Field(
         default=10.0, gt=0, le=120, description="Seconds to wait for a TCP/TLS connection."
     )
@@ -211,6 +216,27 @@ class TariffSettings(Section):
         gt=0,
         le=24,
         description="Hours of cheap smart charging per 24 h under the cap.",
+    )
+    product: Literal["auto", "legacy", "four_rate"] = Field(
+        default="auto",
+        description="Which Intelligent Octopus Go rules apply: auto reads the account's "
+        "agreement from Octopus; legacy (INTELLI-…) or four_rate (IOG-SMB-…) overrides it.",
+    )
+    smart_offpeak: Literal["auto", "planned", "charging"] = Field(
+        default="auto",
+        description="Whether a smart slot makes the home off-peak as soon as it is planned, or "
+        "only once the car is confirmed charging. auto: charging on four-rate, planned on legacy.",
+    )
+    allowance_hours: float = Field(
+        default=6.0,
+        gt=0,
+        le=24,
+        description="Four-rate: hours of cheap smart car charging per noon-to-noon period.",
+    )
+    allowance_counts: Literal["planned", "charging"] = Field(
+        default="planned",
+        description="Four-rate: whether a smart slot that ended without the car being seen "
+        "charging still used allowance (planned, the cautious default) or not (charging).",
     )
 
     _hhmm = field_validator("offpeak_start", "offpeak_end")(_validate_hhmm)
@@ -318,6 +344,12 @@ class VictronSettings(Section):
     )
     include_fixed_window: bool = Field(
         default=False, description="Also charge in the fixed nightly off-peak window."
+    )
+    offpeak_confidence: Literal["auto", "charging", "planned"] = Field(
+        default="auto",
+        description="Which smart half-hours the battery charges in: charging (the car is seen "
+        "charging), planned (also slots not yet confirmed). auto: charging on four-rate, planned "
+        "on legacy.",
     )
     timezone: str = Field(default="Europe/London", description="The GX's local time zone.")
     dry_run: bool = Field(default=False, description="Log the writes without making them.")

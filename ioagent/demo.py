@@ -4,9 +4,13 @@ Timeline (seconds after start), chosen so that topics visibly change within two 
 
 * 0    the daemon starts; the EV is unplugged; only the fixed 23:30-05:30 window applies.
 * 10   the EV is plugged in (evening plug-in): the simulator plans smart slots to reach 80 %,
-       the first one from the next whole minute (not half-hour aligned, in the peak period), so
-       ``offpeak`` turns true for that half-hour and ``dispatching`` flips on the exact minute;
-       others fall inside 23:30-05:30.
+       the first one from the next whole minute (not half-hour aligned, in the peak period).
+       The account is on the four-rate product by default: ``ev/offpeak`` turns true and
+       ``allowance/remaining`` drops by half an hour at the start of that half-hour, and
+       ``dispatching`` flips on the exact minute; ``offpeak`` (the home bonus) follows once the
+       car is seen charging (``offpeak/confidence`` goes ``planned`` -> ``charging``). Other
+       slots fall inside 23:30-05:30, where the home is cheap anyway and the car's allowance
+       runs down.
 * 75   Octopus re-plans: that slot moves, an event ``slot_changed`` appears.
 * 110  a boost is requested over MQTT (``set/boost on``), answered on ``response``.
 * 150  the boost is cancelled (``set/boost off``).
@@ -51,6 +55,7 @@ from ioagent.simulator.state import (
     DEFAULT_EV_ID,
     SimulatorState,
 )
+from ioagent.simulator.tariffs import SimProduct
 from ioagent.timeutil import Clock, utc_now
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -197,6 +202,7 @@ def demo_settings(sim: RunningSimulator, args: argparse.Namespace, data_dir: Pat
                 "api_key": DEFAULT_API_KEY,
                 "account_number": DEFAULT_ACCOUNT,
                 "api_url": sim.graphql_url,
+                "rest_url": sim.rest_url,
             },
             "mqtt": {"host": args.mqtt_host, "port": args.mqtt_port, "base_topic": args.base_topic},
             "storage": {"path": str(data_dir / "ioagent.db")},
@@ -244,7 +250,10 @@ async def scenario(sim: RunningSimulator, settings: Settings, say: Callable[[str
         await command("refresh", "demo")
 
     await step(
-        10, "EV plugged in: Octopus plans smart slots, the first from the next minute", plug_in
+        10,
+        "EV plugged in: Octopus plans smart slots, the first from the next minute; on four-rate"
+        " the car's allowance starts to run down and the home bonus waits for the car to charge",
+        plug_in,
     )
     await step(75, "Octopus re-plans: a slot moves by 7 minutes", replan)
     await step(110, "Boost requested over MQTT (set/boost on)", lambda: command("set/boost", "on"))
@@ -259,7 +268,12 @@ async def run_demo(args: argparse.Namespace) -> int:
             args = argparse.Namespace(**{**vars(args), "mqtt_host": host, "mqtt_port": port})
             offset = demo_clock_offset(utc_now())
             clock = shifted_clock(offset)
-            state = SimulatorState.with_default_account(clock=clock)
+            # Four-rate, as Octopus sells Intelligent Octopus Go since 2026 (--product legacy
+            # shows the old whole-house rule).
+            product: SimProduct = (
+                "legacy" if getattr(args, "product", "") == "legacy" else "four_rate"
+            )
+            state = SimulatorState.with_default_account(clock=clock, product=product)
             async with run_simulator(state) as sim:
                 settings = demo_settings(sim, args, workdir)
                 if offset:

@@ -141,6 +141,7 @@ def daemon_settings(
             "api_key": DEFAULT_API_KEY,
             "account_number": DEFAULT_ACCOUNT,
             "api_url": sim.graphql_url,
+            "rest_url": sim.rest_url,
             "read_timeout": 3.0,
         },
         "mqtt": {"host": broker.host, "port": broker.port},

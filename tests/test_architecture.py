@@ -189,3 +189,32 @@ def test_a_cycle_between_packages_is_found() -> None:
         Import("ioagent.runtime.agent", "ioagent.kraken.types", FAKE, 1),
     ]
     assert package_cycles(fake) == [["ioagent.mqtt", "ioagent.runtime", "ioagent.mqtt"]]
+
+
+def wait_for_calls(source: str) -> list[int]:
+    """Lines that call ``asyncio.wait_for`` (3.11's can lose a cancellation: ioagent/aio.py)."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute)
+        and node.attr == "wait_for"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "asyncio"
+    ]
+
+
+def test_nothing_in_ioagent_uses_asyncio_wait_for() -> None:
+    found = [
+        f"{path.relative_to(PACKAGE_ROOT.parent)}:{line}"
+        for path in sorted(PACKAGE_ROOT.rglob("*.py"))
+        for line in wait_for_calls(path.read_text(encoding="utf-8"))
+        if path.name != "aio.py"
+    ]
+    assert found == [], "use ioagent.aio.wait_event or asyncio.timeout instead"
+
+
+def test_the_wait_for_rule_sees_a_call() -> None:
+    assert wait_for_calls(
+        "import asyncio\nasync def f(e):\n    await asyncio.wait_for(e, 1)\n"
+    ) == [3]
+    assert wait_for_calls("async def f(c):\n    await c.wait_for(lambda: True)\n") == []

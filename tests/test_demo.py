@@ -52,10 +52,16 @@ async def test_the_whole_demo_story_plays_out_on_mqtt(broker: Broker) -> None:
             # seconds around :00/:30 of a real-time run waits up to 25 s).
             added = await watcher.wait_for(f"{base}/events", event("slot_added"), timeout=60)
             assert json.loads(added.payload)["slot"]["type"] == "SMART"
-            # The first slot starts on the next minute, in the evening peak: the house is
-            # off-peak from the start of its half-hour, and the car charges from the minute.
-            await watcher.wait_for(f"{base}/offpeak", lambda p: p == "true", timeout=70)
+            # The first slot starts on the next minute, in the evening peak. On the four-rate
+            # product the car's low rate starts with its half-hour and the car charges from
+            # the minute; the home bonus follows once the car is seen charging.
+            await watcher.wait_for(f"{base}/ev/offpeak", lambda p: p == "true", timeout=70)
             await watcher.wait_for(f"{base}/dispatching", lambda p: p == "true", timeout=70)
+            assert watcher.last(f"{base}/allowance/remaining") is not None
+            await watcher.wait_for(
+                f"{base}/offpeak/confidence", lambda p: p == "charging", timeout=150
+            )
+            await watcher.wait_for(f"{base}/offpeak", lambda p: p == "true", timeout=10)
             # 75 s: Octopus re-plans.
             changed = await watcher.wait_for(f"{base}/events", event("slot_changed"), timeout=60)
             assert json.loads(changed.payload)["previous"] is not None

@@ -15,9 +15,9 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,10 +31,26 @@ from ioagent.kraken.errors import (
     RateLimited,
     TransientError,
 )
-from ioagent.kraken.types import CompletedDispatch, Device, Dispatch, Preferences
+from ioagent.kraken.rest import ProductsClient
+from ioagent.kraken.types import (
+    Agreement,
+    CompletedDispatch,
+    Device,
+    Dispatch,
+    Preferences,
+    UnitRate,
+)
 from ioagent.logs import configure_logging, redact
 from ioagent.timeutil import iso_z, utc_now
 
+DAY = timedelta(days=1)
+RATE_FEEDS = (
+    "standard-unit-rates",
+    "day-unit-rates",
+    "night-unit-rates",
+    "ev-device-peak-unit-rates",
+    "ev-device-off-peak-unit-rates",
+)
 EXIT_OK = 0
 EXIT_API = 1
 EXIT_CONFIG = 2
@@ -46,6 +62,12 @@ class Report:
     fetched_at: datetime
     devices: list[Device]
     result: PollResult
+    agreements: list[Agreement] | None = None
+    """The account's active agreements; None when they could not be read (see the error)."""
+    agreements_error: str | None = None
+    rate_feeds: dict[str, list[UnitRate]] = field(default_factory=dict)
+    """Feed name (``day-unit-rates`` …) -> entries, for the tariff in force."""
+    rates_error: str | None = None
 
 
 async def fetch_report(settings: Settings) -> Report:
@@ -62,11 +84,34 @@ async def fetch_report(settings: Settings) -> Report:
         # the 5-a-minute planned-dispatch limit.
         smart = [device.id for device in devices if device.is_smart_chargeable]
         result = await client.poll(account, smart)
+        agreements: list[Agreement] | None = None
+        agreements_error = rates_error = None
+        feeds: dict[str, list[UnitRate]] = {}
+        try:
+            agreements = await client.agreements(account)
+        except KrakenError as exc:
+            agreements_error = str(exc)
+        now = utc_now()
+        current = [a for a in agreements or [] if a.in_force(now)]
+        if current and current[-1].product_code and current[-1].tariff_code:
+            product, tariff = current[-1].product_code, current[-1].tariff_code
+            async with ProductsClient(octopus.rest_url) as rest:
+                try:
+                    for feed in RATE_FEEDS:
+                        feeds[feed] = await rest.unit_rates(
+                            product, tariff, feed, period_from=now - DAY, period_to=now + DAY
+                        )
+                except KrakenError as exc:
+                    rates_error = str(exc)
         return Report(
             account=account,
-            fetched_at=utc_now(),
+            fetched_at=now,
             devices=result.devices if result.devices is not None else devices,
             result=result,
+            agreements=agreements,
+            agreements_error=agreements_error,
+            rate_feeds=feeds,
+            rates_error=rates_error,
         )
 
 
@@ -263,8 +308,14 @@ def _one_line(text: str) -> str:
     return redact(" ".join(text.split()))
 
 
-def cli_dispatches(args: argparse.Namespace) -> int:
-    """Print the plan once; returns an exit code (see the module docstring)."""
+def cli_dispatches(
+    args: argparse.Namespace,
+    summary: Callable[[Report, Settings], tuple[list[str], dict[str, Any]]] | None = None,
+) -> int:
+    """Print the plan once; returns an exit code (see the module docstring).
+
+    ``summary`` adds the tariff's lines (and JSON) computed from the report by the caller: the
+    product, the car allowance and the rates (``ioagent.dispatches``)."""
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -280,8 +331,9 @@ def cli_dispatches(args: argparse.Namespace) -> int:
         status, message = failure_message(exc, settings.octopus.api_url)
         print(f"ioagent dispatches: {_one_line(message)}", file=sys.stderr)
         return status
+    lines, extra = summary(report, settings) if summary is not None else ([], {})
     if getattr(args, "json", False):
-        print(json.dumps(report_json(report), indent=2))
+        print(json.dumps({**report_json(report), **extra}, indent=2))
     else:
-        print(report_table(report, settings.tariff.zone))
+        print("\n".join([report_table(report, settings.tariff.zone), *lines]))
     return EXIT_OK

@@ -32,10 +32,12 @@ from ioagent.kraken.tokens import TokenSource
 from ioagent.kraken.transport import GraphQLResult, Transport
 from ioagent.kraken.types import (
     DAYS_OF_WEEK,
+    Agreement,
     CompletedDispatch,
     Device,
     Dispatch,
     Preferences,
+    parse_agreements,
     parse_completed_list,
     parse_devices,
     parse_dispatches,
@@ -256,6 +258,13 @@ class KrakenClient:
                 failed={part: f"{type(exc).__name__}: {exc}" for part, exc in errors.items()},
             )
         return PollResult(devices=devices, planned=planned, completed=completed, errors=errors)
+
+    async def agreements(self, account: str) -> list[Agreement]:
+        """The account's active electricity agreements (product and tariff codes, MPAN)."""
+        result = await self.transport.execute(queries.AGREEMENTS, {"account": account})
+        payload = result.require("account")
+        raw = payload.get("electricityAgreements") if isinstance(payload, Mapping) else None
+        return parse_agreements(raw)
 
     # --- commands ---------------------------------------------------------------------------
 

@@ -187,3 +187,19 @@ def measurements_variables(
             }
         ],
     }
+
+
+# --- the account's product (issue 15): kept in its own block -----------------------------------
+
+AGREEMENTS = """
+query Agreements($account: String!) {
+  account(accountNumber: $account) {
+    electricityAgreements(active: true) {
+      validFrom
+      validTo
+      meterPoint { mpan }
+      tariff { ... on TariffType { productCode tariffCode } }
+    }
+  }
+}
+"""

@@ -420,3 +420,75 @@ def parse_completed_list(raw: Any) -> list[CompletedDispatch]:
 
 def parse_devices(raw: Any) -> list[Device]:
     return _parse_items(raw, parse_device, "device")
+
+
+# --- agreements and unit rates (the account's product; see docs/tariff.md) -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """One electricity agreement of the account: which product and tariff, from when to when.
+
+    ``product_code``/``tariff_code`` are kept exactly as Octopus sent them (None when the
+    tariff is of a type that has no codes); ``valid_to`` None means open-ended.
+    """
+
+    product_code: str | None
+    tariff_code: str | None
+    valid_from: datetime | None
+    valid_to: datetime | None
+    mpan: str | None
+
+    def in_force(self, now: datetime) -> bool:
+        started = self.valid_from is None or self.valid_from <= now
+        return started and (self.valid_to is None or now < self.valid_to)
+
+
+def parse_agreement(raw: Any) -> Agreement:
+    item = _mapping(raw, "agreement")
+    tariff = item.get("tariff")
+    tariff = tariff if isinstance(tariff, Mapping) else {}
+    meter_point = item.get("meterPoint")
+    meter_point = meter_point if isinstance(meter_point, Mapping) else {}
+    valid_from, valid_to = item.get("validFrom"), item.get("validTo")
+    return Agreement(
+        product_code=_text(tariff.get("productCode")),
+        tariff_code=_text(tariff.get("tariffCode")),
+        valid_from=None if valid_from is None else parse_datetime(valid_from),
+        valid_to=None if valid_to is None else parse_datetime(valid_to),
+        mpan=_text(meter_point.get("mpan")),
+    )
+
+
+def parse_agreements(raw: Any) -> list[Agreement]:
+    """``account.electricityAgreements``, malformed items skipped, in ``validFrom`` order."""
+    items = _parse_items(raw, parse_agreement, "agreement")
+    return sorted(items, key=lambda a: (a.valid_from is not None, a.valid_from or datetime.min))
+
+
+@dataclass(frozen=True, slots=True)
+class UnitRate:
+    """One entry of a products REST rate feed: pence per kWh including VAT."""
+
+    value_inc_vat: float
+    valid_from: datetime | None
+    valid_to: datetime | None
+
+
+def parse_unit_rate(raw: Any) -> UnitRate:
+    item = _mapping(raw, "unit rate")
+    value = parse_number(item.get("value_inc_vat"))
+    if value is None:
+        raise ValueError("unit rate without value_inc_vat")
+    valid_from, valid_to = item.get("valid_from"), item.get("valid_to")
+    return UnitRate(
+        value_inc_vat=value,
+        valid_from=None if valid_from is None else parse_datetime(valid_from),
+        valid_to=None if valid_to is None else parse_datetime(valid_to),
+    )
+
+
+def parse_unit_rates(raw: Any) -> list[UnitRate]:
+    """The ``results`` of a rate feed, in ``valid_from`` order."""
+    items = _parse_items(raw, parse_unit_rate, "unit rate")
+    return sorted(items, key=lambda r: (r.valid_from is not None, r.valid_from or datetime.min))

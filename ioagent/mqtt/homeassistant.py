@@ -154,6 +154,7 @@ def discovery_messages(
         return removal_messages([topic])
     slug = account_slug(account)
     components = _account_components(topics, slug)
+    components.update(tariff_components(topics, slug))
     if devices:
         components.update(_device_components(topics, slug, read_only=read_only))
     if not read_only:
@@ -568,3 +569,87 @@ def _clean_prefix(prefix: str) -> str:
 
 def _dumps(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), sort_keys=False)
+
+
+# --- the account's product, the car allowance and the rates (issue 15): a block of its own ---
+
+_PENCE_TO_GBP = "{{ ((value | float) / 100) | round(6) if value else None }}"
+"""The rate topics are pence per kWh; HA's energy dashboard prices are currency per kWh."""
+
+
+def tariff_components(topics: Topics, slug: str) -> dict[str, dict[str, Any]]:
+    """The car's off-peak signal, the allowance, the home and car rates and the product.
+
+    The rates have unit ``GBP/kWh`` so the energy dashboard accepts them as prices. They carry
+    no ``device_class``: HA's ``monetary`` class takes a plain currency as its unit, and a
+    per-kWh price would be refused there.
+    """
+    return {
+        "ev_offpeak": _entity(
+            slug,
+            "ev_offpeak",
+            "binary_sensor",
+            "Car off-peak",
+            state_topic=topics.ev_offpeak,
+            payload_on=TRUE,
+            payload_off=FALSE,
+            icon="mdi:car-clock",
+        ),
+        "offpeak_confidence": _entity(
+            slug,
+            "offpeak_confidence",
+            "sensor",
+            "Off-peak confidence",
+            state_topic=topics.offpeak_confidence,
+            device_class="enum",
+            options=["guaranteed", "charging", "planned", "none"],
+            icon="mdi:shield-check-outline",
+        ),
+        "allowance_remaining": _entity(
+            slug,
+            "allowance_remaining",
+            "sensor",
+            "Car allowance remaining",
+            state_topic=topics.allowance_remaining,
+            value_template=_EMPTY_AS_NONE,
+            device_class="duration",
+            unit_of_measurement="h",
+            suggested_display_precision=1,
+            icon="mdi:timer-sand",
+        ),
+        "rate_home": _entity(
+            slug,
+            "rate_home",
+            "sensor",
+            "Home rate",
+            state_topic=topics.rate_home,
+            value_template=_PENCE_TO_GBP,
+            unit_of_measurement="GBP/kWh",
+            state_class="measurement",
+            suggested_display_precision=4,
+            icon="mdi:cash",
+        ),
+        "rate_ev": _entity(
+            slug,
+            "rate_ev",
+            "sensor",
+            "Car rate",
+            state_topic=topics.rate_ev,
+            value_template=_PENCE_TO_GBP,
+            unit_of_measurement="GBP/kWh",
+            state_class="measurement",
+            suggested_display_precision=4,
+            icon="mdi:cash",
+        ),
+        "product": _entity(
+            slug,
+            "product",
+            "sensor",
+            "Tariff product",
+            state_topic=topics.tariff,
+            value_template="{{ value_json.product or value_json.family }}",
+            json_attributes_topic=topics.tariff,
+            entity_category="diagnostic",
+            icon="mdi:file-document-outline",
+        ),
+    }

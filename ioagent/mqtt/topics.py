@@ -121,6 +121,61 @@ class Topics:
     def victron(self) -> str:
         return f"{self.root}/victron"
 
+    # --- the account's product, the car allowance and the rates (issue 15) ---
+    @property
+    def tariff(self) -> str:
+        """The product in force: JSON with product, tariff, family, source, validity."""
+        return f"{self.root}/tariff"
+
+    @property
+    def offpeak_confidence(self) -> str:
+        """``guaranteed`` / ``charging`` / ``planned`` / ``none``."""
+        return f"{self.root}/offpeak/confidence"
+
+    @property
+    def ev_offpeak(self) -> str:
+        """The car's smart charging is billed at the car's low rate now."""
+        return f"{self.root}/ev/offpeak"
+
+    @property
+    def allowance_remaining(self) -> str:
+        return f"{self.root}/allowance/remaining"
+
+    @property
+    def allowance_used(self) -> str:
+        return f"{self.root}/allowance/used"
+
+    @property
+    def allowance_resets_at(self) -> str:
+        return f"{self.root}/allowance/resets_at"
+
+    @property
+    def allowance_exhausted_at(self) -> str:
+        return f"{self.root}/allowance/exhausted_at"
+
+    @property
+    def allowance_topics(self) -> tuple[str, ...]:
+        """Published on four-rate only; cleared after a migration away from it."""
+        return (
+            self.allowance_remaining,
+            self.allowance_used,
+            self.allowance_resets_at,
+            self.allowance_exhausted_at,
+        )
+
+    @property
+    def rate_home(self) -> str:
+        return f"{self.root}/rate/home"
+
+    @property
+    def rate_ev(self) -> str:
+        return f"{self.root}/rate/ev"
+
+    @property
+    def rates(self) -> str:
+        """JSON: the next 24 h in half-hours with the home's and the car's rates."""
+        return f"{self.root}/rates"
+
     # --- not retained ---
     @property
     def events(self) -> str:

@@ -11,8 +11,9 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
+from ioagent.budget import CallBudget, is_quiet_second
 from ioagent.config import TariffSettings
 from ioagent.kraken.client import KrakenClient, PollResult
 from ioagent.kraken.errors import (
@@ -21,12 +22,23 @@ from ioagent.kraken.errors import (
     KrakenError,
     RateLimited,
 )
-from ioagent.kraken.types import BOOST, CompletedDispatch, Device, Dispatch
+from ioagent.kraken.rest import ProductsClient
+from ioagent.kraken.types import (
+    BOOST,
+    SMART,
+    Agreement,
+    CompletedDispatch,
+    Device,
+    Dispatch,
+    UnitRate,
+    parse_unit_rates,
+)
 from ioagent.logs import get_logger
 from ioagent.mqtt.publisher import Publisher
 from ioagent.mqtt.topics import NO_TIME, Topics
 from ioagent.store.async_store import AsyncStore
 from ioagent.store.database import watching_since_key
+from ioagent.tariff.evidence import evidence_from
 from ioagent.tariff.plan import (
     DEFAULT_KEEP,
     PlanEvent,
@@ -39,7 +51,19 @@ from ioagent.tariff.plan import (
     located,
     slot_json,
 )
-from ioagent.tariff.rules import TariffRules, TariffState, evaluate, transitions
+from ioagent.tariff.product import Product, from_agreement, in_force, resolve
+from ioagent.tariff.rates import (
+    FEED_PATHS,
+    FOUR_RATE_BANDS,
+    LEGACY_BANDS,
+    Band,
+    RateFeeds,
+    half_hour_rates,
+    rate_at,
+)
+from ioagent.tariff.rules import TariffRules
+from ioagent.tariff.signals import ProductRules, Signals, evaluate, timeline, transitions
+from ioagent.tariff.windows import Window, floor_half_hour
 from ioagent.timeutil import Clock, iso_z, parse_iso
 
 ApiState = Literal["ok", "degraded", "rate_limited", "auth_failed", "api_changed"]
@@ -53,6 +77,14 @@ CLASSIFY_LOOKBACK = timedelta(hours=24)
 """How long before a completed record a slot that made it may have started."""
 COMPLETED_WINDOW = timedelta(hours=12)
 """About what ``completedDispatches`` returns, and so what ``dispatches/completed`` lists."""
+CHARGING_STATE = "SMART_CONTROL_IN_PROGRESS"
+PRODUCT_REFRESH = timedelta(hours=24)
+"""How often the account's agreements (its product) and the tariff's rates are read again."""
+PRODUCT_RETRY = timedelta(minutes=15)
+"""After a failed agreements or rates read, the next try waits at least this long."""
+RATES_HORIZON = timedelta(hours=24)
+PRODUCT_META = "product:{account}"
+RATES_META = "rates:{account}"
 
 log = get_logger("ioagent.agent")
 
@@ -101,7 +133,14 @@ class ApiHealth:
             return cls()
         return health
 
-    def as_json(self, now: datetime, storage_error: str | None = None) -> str:
+    def as_json(
+        self,
+        now: datetime,
+        storage_error: str | None = None,
+        *,
+        product_note: str | None = None,
+        rates_note: str | None = None,
+    ) -> str:
         stale = None
         if self.last_success is not None:
             stale = max(0, int((now - self.last_success).total_seconds()))
@@ -113,6 +152,8 @@ class ApiHealth:
                 "last_error_at": _time_or_empty(self.last_error_at) or None,
                 "stale_seconds": stale,
                 "storage": "ok" if storage_error is None else f"degraded: {storage_error}",
+                "product": product_note or "ok",
+                "rates": rates_note or "ok",
             },
             sort_keys=True,
         )
@@ -159,6 +200,26 @@ class AccountAgent:
         self.polled = False
         """True once a poll has ended, with a plan or an error: until then a new install knows
         nothing about smart slots, and its off-peak topics would be a guess."""
+        self.rates_client: ProductsClient | None = None
+        """Set by the daemon: reads the tariff's unit rates (None: rates are not published)."""
+        self.agreements: list[Agreement] = []
+        """The account's active agreements as last read: an announced migration (an agreement
+        that ends, and one that starts then) changes the rules at its exact instant."""
+        self.stored_product: Product | None = None
+        """The product last known in force (stored by this run or an earlier one)."""
+        self.product_checked_at: datetime | None = None
+        self.product_retry_at: datetime | None = None
+        self.product_note: str | None = None
+        self.product_refresh = PRODUCT_REFRESH
+        self.product_budget = CallBudget(per_hour=4, per_minute=1)
+        self.rates: RateFeeds | None = None
+        self.rates_checked_at: datetime | None = None
+        self.rates_retry_at: datetime | None = None
+        self.rates_note: str | None = None
+        self.rates_budget = CallBudget(per_hour=12, per_minute=6)
+        self.device_budget = CallBudget(per_hour=12, per_minute=2)
+        self.charging_seen: list[datetime] = []
+        """Instants at which a device reported SMART_CONTROL_IN_PROGRESS (charging evidence)."""
 
     # ----- derived state -----
     @property
@@ -185,18 +246,67 @@ class AccountAgent:
         """Every device's effective plan, each slot located by the completed dispatches."""
         merged = [slot for slots in self.plans.values() for slot in slots]
         ordered = sorted(merged, key=lambda d: (d.start, d.end, d.device_id or "", d.type))
-        # A slot Octopus later reports as completed AWAY no longer makes the house off-peak.
-        return list(located(ordered, self.completed))
+        # Each slot takes its location from the completed records (docs/tariff.md, R7).
+        slots = list(located(ordered, self.completed))
+        # A completed record that no planned slot covers (it ran before this run started, or
+        # vanished unseen) was a dispatch all the same: it used allowance and was billed low.
+        for record in self.completed:
+            done = record.as_dispatch()
+            if done.type == SMART and not any(
+                slot.start < done.end and done.start < slot.end for slot in slots
+            ):
+                slots.append(done)
+        return sorted(slots, key=lambda d: (d.start, d.end, d.device_id or "", d.type))
 
-    def rules(self) -> TariffRules:
+    @property
+    def known_product(self) -> Product | None:
+        """The product in force now by the agreements read, else the last known one."""
+        agreement = in_force(self.agreements, self.clock())
+        return from_agreement(agreement) if agreement is not None else self.stored_product
+
+    @property
+    def product(self) -> Product:
+        """The product whose rules apply: ``[tariff] product`` or what the account says."""
+        return resolve(self.tariff_settings.product, self.known_product)
+
+    def next_product_change(self, now: datetime) -> datetime | None:
+        """The next instant at which an agreement read ends or starts."""
+        edges = [
+            edge
+            for agreement in self.agreements
+            for edge in (agreement.valid_from, agreement.valid_to)
+            if edge is not None and edge > now
+        ]
+        return min(edges, default=None)
+
+    def _device_capped(self) -> str | None:
         device = self.primary_device
-        capped = (
+        return (
             device.preferences.charging_duration_capped if device and device.preferences else None
         )
-        return TariffRules.from_settings(self.tariff_settings, capped)
 
-    def tariff_state(self, now: datetime) -> TariffState:
-        return evaluate(self.plan, self.rules(), now)
+    def legacy_rules(self) -> TariffRules:
+        """The legacy rules' settings (the history report and the fixed window use them)."""
+        return TariffRules.from_settings(self.tariff_settings, self._device_capped())
+
+    def rules(self, product: Product | None = None) -> ProductRules:
+        family = (product or self.product).family
+        return ProductRules.from_settings(self.tariff_settings, family, self._device_capped())
+
+    def evidence(self) -> list[Window]:
+        """Charging evidence: completed smart records and observed SMART_CONTROL_IN_PROGRESS."""
+        return evidence_from(self.completed, self.charging_seen)
+
+    def tariff_state(self, now: datetime) -> Signals:
+        return evaluate(self.rules(), self.plan, self.evidence(), now)
+
+    def record_device_states(self, devices: Sequence[Device], now: datetime) -> bool:
+        """Remember that a device was charging now; True when that is new evidence."""
+        self.charging_seen = [at for at in self.charging_seen if at > now - KEEP_FINISHED]
+        if any(device.current_state == CHARGING_STATE for device in devices):
+            self.charging_seen.append(now)
+            return True
+        return False
 
     def is_active(self, now: datetime) -> bool:
         """Something is happening: charging, boosting, or a slot starts within the hour."""
@@ -219,27 +329,49 @@ class AccountAgent:
         storage_error = None
         if self.store is not None and not self.store.healthy:
             storage_error = self.store.error or "database unavailable; keeping state in memory"
-        await self._put(self.topics.api, self.health.as_json(self.clock(), storage_error))
+        await self._put(
+            self.topics.api,
+            self.health.as_json(
+                self.clock(),
+                storage_error,
+                product_note=self.product_note,
+                rates_note=self.rates_note,
+            ),
+        )
 
-    async def publish_tariff(self, now: datetime | None = None) -> TariffState:
+    async def publish_tariff(self, now: datetime | None = None) -> Signals:
         now = now or self.clock()
-        state = self.tariff_state(now)
+        # One product for the whole publish: a concurrent product change must not mix rules.
+        product = self.product
+        rules = self.rules(product)
+        plan = self.plan
+        evidence = self.evidence()
+        state = evaluate(rules, plan, evidence, now)
         if not (self.have_plan or self.polled):
             # A fresh database during a running slot would say "false", then "true" a moment
             # later when the first poll lands: wait for that poll (or its failure) instead.
             return state
         t = self.topics
+        await self._put(t.tariff, product.as_json())
         await self._put(t.offpeak, _bool(state.offpeak))
+        await self._put(t.offpeak_confidence, state.confidence)
+        await self._put(t.ev_offpeak, _bool(state.ev_offpeak))
+        await self._publish_allowance(state, product)
+        await self._publish_rates(product, rules, plan, evidence, state, now)
         await self._put(t.dispatching, _bool(state.dispatching))
         await self._put(t.next_offpeak_start, _time_or_none(state.next_offpeak_start))
         await self._put(t.offpeak_end, _time_or_none(state.offpeak_end))
         await self._put(t.next_dispatch_start, _time_or_none(state.next_dispatch_start))
         await self._put(t.next_dispatch_end, _time_or_none(state.next_dispatch_end))
         upcoming = [
-            {"at": iso_z(at), "offpeak": offpeak, "dispatching": dispatching}
-            for at, offpeak, dispatching in transitions(
-                self.plan, self.rules(), now, TRANSITIONS_HORIZON
-            )
+            {
+                "at": iso_z(flip.at),
+                "offpeak": flip.offpeak,
+                "ev_offpeak": flip.ev_offpeak,
+                "confidence": flip.confidence,
+                "dispatching": flip.dispatching,
+            }
+            for flip in transitions(rules, plan, evidence, now, TRANSITIONS_HORIZON)
         ]
         await self._put(t.transitions, json.dumps(upcoming))
         boosting = any(
@@ -248,6 +380,48 @@ class AccountAgent:
         if self.devices:
             await self._put(t.boost, "on" if boosting else "off")
         return state
+
+    async def _publish_allowance(self, state: Signals, product: Product) -> None:
+        t = self.topics
+        allowance = state.allowance
+        if product.source == "default":
+            # Four-rate rules stand in for an unknown product; its allowance is not a fact.
+            allowance = None
+        if allowance is None:
+            # Not four-rate (any more): clear what a four-rate run published.
+            for topic in t.allowance_topics:
+                if self._published.get(topic):
+                    await self._put(topic, "")
+            return
+        await self._put(t.allowance_remaining, f"{allowance.remaining:.2f}")
+        await self._put(t.allowance_used, f"{allowance.used:.2f}")
+        await self._put(t.allowance_resets_at, iso_z(allowance.resets_at))
+        await self._put(t.allowance_exhausted_at, _time_or_empty(allowance.exhausted_at))
+
+    async def _publish_rates(
+        self,
+        product: Product,
+        rules: ProductRules,
+        plan: Sequence[Dispatch],
+        evidence: Sequence[Window],
+        state: Signals,
+        now: datetime,
+    ) -> None:
+        if self.rates is None or self.rates.tariff != product.tariff:
+            # Never a guessed number: nothing until the tariff's rates have been read.
+            for topic in (self.topics.rate_home, self.topics.rate_ev, self.topics.rates):
+                if self._published.get(topic):
+                    await self._put(topic, "")
+            return
+        t = self.topics
+        home, ev = rate_at(self.rates, now, state.offpeak, state.ev_offpeak)
+        await self._put(t.rate_home, _rate(home))
+        await self._put(t.rate_ev, _rate(ev))
+        start = floor_half_hour(now, rules.legacy.zone)
+        end = start + RATES_HORIZON
+        segments = timeline(rules, plan, evidence, now, start, end)
+        rows = half_hour_rates(self.rates, segments, start, end)
+        await self._put(t.rates, json.dumps([row.as_json() for row in rows]))
 
     async def publish_plan(self, now: datetime) -> None:
         t = self.topics
@@ -281,7 +455,7 @@ class AccountAgent:
         if prefs is None:
             return
         # The local date, not strftime("%A"): a weekday name depends on the process's locale.
-        today = now.astimezone(self.rules().zone).date()
+        today = now.astimezone(self.tariff_settings.zone).date()
         target_soc = prefs.target_soc_for(today)
         ready_by = prefs.ready_by_for(today)
         if target_soc is not None:
@@ -347,6 +521,12 @@ class AccountAgent:
             if plan is not None:
                 self.plans[device_id] = tuple(plan)
                 self.have_plan = True
+        stored_product = await self.store.get_meta(PRODUCT_META.format(account=self.account))
+        if stored_product:
+            self.stored_product = Product.from_json(stored_product)
+        stored_rates = await self.store.get_meta(RATES_META.format(account=self.account))
+        if stored_rates:
+            self.rates = _rates_from_json(stored_rates)
         # The first publish after a restart must not replace the completed list with "[]".
         now = self.clock()
         self.completed = await self._classified(
@@ -392,6 +572,11 @@ class AccountAgent:
     async def poll(self, may_retry: Callable[[], bool] | None = None) -> PollOutcome:
         """Poll once; ``may_retry`` is the call budget's say on a retry after a refused token."""
         now = self.clock()
+        if self.known_product is None and self.product_checked_at is None:
+            # At start-up with nothing known, read the product first: the poll's first publish
+            # then already uses the account's rules. Later reads run in their own task
+            # (the daemon's "products"), so they never delay a poll.
+            await self.refresh_product_if_due(now)
         try:
             if not self.devices:
                 self.devices = await self.client.devices(self.account)
@@ -401,6 +586,174 @@ class AccountAgent:
             await self._record_error(exc, now)
             return PollOutcome(ok=False, error=exc)
         return await self.apply(result, now)
+
+    # ----- the product and its rates -----
+    def _due(
+        self, checked: datetime | None, retry: datetime | None, budget: CallBudget, now: datetime
+    ) -> bool:
+        if retry is not None and now < retry:
+            return False
+        if checked is not None and now - checked < self.product_refresh:
+            return False
+        return budget.allows(now) and not is_quiet_second(now)
+
+    def next_product_work(self, now: datetime) -> datetime:
+        """When the agreements or the rates are next due (for the daemon's products task)."""
+        candidates = []
+        work = [(self.product_checked_at, self.product_retry_at)]
+        if self._rates_readable():
+            work.append((self._rates_checked(), self.rates_retry_at))
+        change = self.next_product_change(now)
+        if change is not None:
+            candidates.append(change)
+        for checked, retry in work:
+            at = now if checked is None else checked + self.product_refresh
+            if retry is not None:
+                at = max(at, retry)
+            candidates.append(at)
+        return max(now, min(candidates))
+
+    async def refresh_product_if_due(self, now: datetime) -> bool:
+        """Read the account's agreements when due; True when the product changed."""
+        if not self._due(self.product_checked_at, self.product_retry_at, self.product_budget, now):
+            return False
+        self.product_budget.spend(now)
+        before = self.product
+        try:
+            agreements = await self.client.agreements(self.account)
+        except KrakenError as exc:
+            self.product_retry_at = now + PRODUCT_RETRY
+            known = self.known_product
+            keeping = f"{known.product} ({known.family})" if known else "the default rules"
+            self.product_note = f"degraded: agreements unreadable ({exc}); using {keeping}"
+            log.warning("agreements_failed", account=self.account, error=str(exc), keeping=keeping)
+            await self.publish_api()
+            return False
+        self.product_checked_at = now
+        self.product_retry_at = None
+        self.agreements = list(agreements)
+        agreement = in_force(agreements, now)
+        if agreement is None:
+            self.product_note = (
+                "degraded: no electricity agreement in force; keeping the last known"
+            )
+            log.warning("no_agreement_in_force", account=self.account, agreements=len(agreements))
+        else:
+            self.product_note = None
+            self.stored_product = from_agreement(agreement)
+            if self.store is not None:
+                await self.store.set_meta(
+                    PRODUCT_META.format(account=self.account), self.stored_product.stored_json()
+                )
+        product = self.product
+        if product.family == "other":
+            log.warning(
+                "product_not_intelligent",
+                account=self.account,
+                product=product.product,
+                hint="only the fixed night window is published as off-peak",
+            )
+        changed = product != before
+        if changed:
+            log.info(
+                "product",
+                account=self.account,
+                product=product.product,
+                tariff=product.tariff,
+                family=product.family,
+                source=product.source,
+            )
+            self.rates_checked_at = None  # a new tariff has new rates
+        await self.publish_api()
+        await self.publish_tariff(self.clock())
+        return changed
+
+    def _rates_checked(self) -> datetime | None:
+        """When the rates of the tariff in force were read; None for a new tariff."""
+        if self.rates is None or self.rates.tariff != self.product.tariff:
+            return None
+        return self.rates_checked_at
+
+    def _rates_readable(self) -> bool:
+        product = self.product
+        return (
+            self.rates_client is not None
+            and product.product is not None
+            and product.tariff is not None
+            and product.family in ("legacy", "four_rate")
+        )
+
+    async def refresh_rates_if_due(self, now: datetime) -> bool:
+        """Read the tariff's unit rates when due; True when they were read."""
+        client = self.rates_client
+        product = self.product
+        if client is None or not self._rates_readable():
+            return False
+        assert product.product is not None and product.tariff is not None
+        if not self._due(self._rates_checked(), self.rates_retry_at, self.rates_budget, now):
+            return False
+        bands = FOUR_RATE_BANDS if product.family == "four_rate" else LEGACY_BANDS
+        feeds: dict[Band, list[Any]] = {}
+        try:
+            for band in bands:
+                self.rates_budget.spend(now)
+                feeds[band] = await client.unit_rates(
+                    product.product,
+                    product.tariff,
+                    FEED_PATHS[band],
+                    period_from=now - timedelta(days=1),
+                    period_to=now + timedelta(days=2),
+                )
+        except KrakenError as exc:
+            self.rates_retry_at = now + PRODUCT_RETRY
+            self.rates_note = f"degraded: rates unreadable ({exc}); publishing the last known"
+            log.warning("rates_failed", account=self.account, error=str(exc))
+            await self.publish_api()
+            return False
+        previous = self.rates.feeds if self.rates and self.rates.tariff == product.tariff else {}
+        merged: dict[Band, Any] = {}
+        for band in bands:
+            # Each band carries its own last value forward when its feed came back empty.
+            merged[band] = feeds.get(band) or list(previous.get(band, ()))
+        self.rates = RateFeeds(product.family, product.tariff, merged)
+        log.info(
+            "rates",
+            account=self.account,
+            tariff=product.tariff,
+            entries={band: len(merged[band]) for band in bands},
+        )
+        self.rates_checked_at = now
+        self.rates_retry_at = None
+        missing = [band for band in bands if not merged[band]]
+        self.rates_note = f"degraded: no {', '.join(missing)} rate published" if missing else None
+        if self.store is not None:
+            await self.store.set_meta(
+                RATES_META.format(account=self.account), _rates_json(self.rates)
+            )
+        await self.publish_api()
+        await self.publish_tariff(self.clock())
+        return True
+
+    async def check_device_state(self, now: datetime) -> bool:
+        """Read the devices (not a planned-dispatch query) to see whether the car charges.
+
+        Returns True when that gave new charging evidence. Own small budget; skipped in the
+        quiet seconds.
+        """
+        if not self.device_budget.allows(now) or is_quiet_second(now):
+            return False
+        self.device_budget.spend(now)
+        try:
+            devices = await self.client.devices(self.account)
+        except KrakenError as exc:
+            log.info("device_state_check_failed", account=self.account, error=str(exc))
+            return False
+        if devices:
+            self.devices = list(devices)
+        seen = self.record_device_states(devices, now)
+        await self.publish_device(now)
+        await self.publish_tariff(self.clock())
+        return seen
 
     async def apply(self, result: PollResult, now: datetime) -> PollOutcome:
         """Fold one poll result into the plan and publish what changed."""
@@ -412,6 +765,7 @@ class AccountAgent:
             )
             self.devices = list(result.devices)
             self.devices_listed = True
+            self.record_device_states(self.devices, now)
         if self.store is not None and (devices_changed or not self.have_plan):
             # Written before the plans, so a restart always finds the plans it must diff against.
             await self.store.set_meta(f"devices:{self.account}", json.dumps(self.device_ids))
@@ -516,6 +870,43 @@ def _device_json(device: Device) -> dict[str, object]:
         "suspended": device.is_suspended,
         "smart_charged": device.is_smart_chargeable,
     }
+
+
+def _rate(value: float | None) -> str:
+    # Empty, never a guessed number, when a band has not been published.
+    return "" if value is None else f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def _rates_json(feeds: RateFeeds) -> str:
+    return json.dumps(
+        {
+            "family": feeds.family,
+            "tariff": feeds.tariff,
+            "feeds": {
+                band: [
+                    {
+                        "value_inc_vat": r.value_inc_vat,
+                        "valid_from": None if r.valid_from is None else iso_z(r.valid_from),
+                        "valid_to": None if r.valid_to is None else iso_z(r.valid_to),
+                    }
+                    for r in entries
+                ]
+                for band, entries in feeds.feeds.items()
+            },
+        },
+        sort_keys=True,
+    )
+
+
+def _rates_from_json(text: str) -> RateFeeds | None:
+    try:
+        data = json.loads(text)
+        feeds: dict[Band, list[UnitRate]] = {}
+        for band, entries in data["feeds"].items():
+            feeds[band] = parse_unit_rates(entries)
+        return RateFeeds(str(data["family"]), data.get("tariff"), feeds)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def _upcoming(plan: Sequence[Dispatch], now: datetime) -> list[Dispatch]:

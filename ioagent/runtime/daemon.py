@@ -21,6 +21,7 @@ import os
 import random
 import signal
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -33,7 +34,9 @@ from ioagent.budget import avoid_boundary, backoff_delay, is_quiet_second
 from ioagent.config import ConfigError, Settings, ignored_environment, load_settings
 from ioagent.kraken.client import KrakenClient
 from ioagent.kraken.errors import KrakenError
+from ioagent.kraken.rest import ProductsClient
 from ioagent.kraken.tokens import BACKGROUND_RETRY
+from ioagent.kraken.types import SMART, Dispatch
 from ioagent.logs import configure_logging, get_logger, register_secret
 from ioagent.mqtt.bridge import IncomingMessage, MqttBridge
 from ioagent.mqtt.commands import Command, CommandRejection, parse_command
@@ -51,7 +54,9 @@ from ioagent.runtime.discovery import DiscoveryStopped, discover_account
 from ioagent.runtime.ledger_task import SignalRecorder, daemon_ledger_task
 from ioagent.runtime.poller import Poller
 from ioagent.store.async_store import AsyncStore
-from ioagent.tariff.rules import capped_smart_windows, fixed_windows
+from ioagent.tariff.evidence import confirmed
+from ioagent.tariff.signals import home_windows, timeline, victron_confidences
+from ioagent.tariff.windows import Window
 from ioagent.timeutil import Clock, iso_z, parse_iso, utc_now
 from ioagent.victron.connector import VictronConnector
 
@@ -77,6 +82,26 @@ HA_TOPICS_META = "homeassistant_topics"
 PRUNE_FIRST_DELAY = 120.0
 PRUNE_INTERVAL = 24 * 3600.0
 VICTRON_HORIZON = timedelta(hours=24)
+CHARGE_CHECK_DELAY = timedelta(seconds=60)
+"""A slot's first device-state check: within 2 minutes of its start (the car needs a moment)."""
+CHARGE_RECHECK = timedelta(minutes=10)
+
+
+def charge_check_due(
+    plan: Sequence[Dispatch], evidence: Sequence[Window], checked: set[datetime], now: datetime
+) -> datetime | None:
+    """The next device-state check: for each SMART slot not yet confirmed, at its start plus
+    :data:`CHARGE_CHECK_DELAY`, then every :data:`CHARGE_RECHECK` until it ends."""
+    candidates = []
+    for slot in plan:
+        if slot.type != SMART or slot.end <= now or confirmed(slot, evidence):
+            continue
+        at = slot.start + CHARGE_CHECK_DELAY
+        while at < slot.end and (at in checked or at + CHARGE_RECHECK <= now):
+            at += CHARGE_RECHECK
+        if at < slot.end and at not in checked:
+            candidates.append(at)
+    return min(candidates, default=None)
 
 
 class TokenRefresher(Protocol):
@@ -105,6 +130,7 @@ class Daemon:
         self.clock = clock
         self.stop_requested = asyncio.Event()
         self.plan_changed = asyncio.Event()
+        self.plan_changed_for_checks = asyncio.Event()
         self.ha_birth = asyncio.Event()
         self.rng = random.Random()
         self.stop_overdue = False
@@ -202,6 +228,11 @@ class Daemon:
             tariff=settings.tariff,
             clock=self.clock,
         )
+        agent.rates_client = ProductsClient(
+            settings.octopus.rest_url,
+            connect_timeout=settings.octopus.connect_timeout,
+            read_timeout=settings.octopus.read_timeout,
+        )
         poller = Poller(
             agent,
             settings.polling,
@@ -270,6 +301,8 @@ class Daemon:
                     group.create_task(self._token_refresh(client), name="token-refresh"),
                     group.create_task(self._heartbeat(), name="heartbeat"),
                     group.create_task(self._prune_history(), name="prune"),
+                    group.create_task(self._charge_checks(), name="charge-checks"),
+                    group.create_task(self._products(), name="products"),
                 ]
                 if ha.enabled:
                     work.append(group.create_task(self._homeassistant(), name="homeassistant"))
@@ -290,6 +323,7 @@ class Daemon:
             log.info("stopped", account=account)
         finally:
             scheduler.shutdown(wait=False)
+            await agent.rates_client.close()
 
     # ----- tasks -----
     async def _shutdown_on_request(self, work: list[asyncio.Task[None]]) -> None:
@@ -328,17 +362,69 @@ class Daemon:
                     last_windows = windows
                     await self.victron.update_windows(windows, now)
             wait = BOUNDARY_MAX_WAIT
-            if state.next_transition is not None:
-                wait = min(wait, max(0.0, (state.next_transition - self.clock()).total_seconds()))
+            # An announced change of product changes the rules at its instant.
+            change = self.agent.next_product_change(now)
+            for instant in (state.next_transition, change):
+                if instant is not None:
+                    wait = min(wait, max(0.0, (instant - self.clock()).total_seconds()))
             await wait_event(self.plan_changed, wait)
 
+    async def _products(self) -> None:
+        """Read the account's product (agreements) and the tariff's rates once a day.
+
+        A task of its own, so these calls never delay a dispatch poll or a flip. Each has its
+        own small budget and skips the quiet seconds (``AccountAgent._due``).
+        """
+        while True:
+            now = self.clock()
+            due = avoid_boundary(self.agent.next_product_work(now))
+            wait = (due - now).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(min(wait, BOUNDARY_MAX_WAIT))
+                continue
+            changed = await self.agent.refresh_product_if_due(self.clock())
+            await self.agent.refresh_rates_if_due(self.clock())
+            if changed:
+                self.plan_changed.set()
+            await asyncio.sleep(5.0)  # a budget refusal must not spin
+
+    async def _charge_checks(self) -> None:
+        """Read the device state shortly after each smart slot starts, to confirm charging.
+
+        A four-rate home bonus needs the car to charge (docs/tariff.md, R6). Polls already
+        report the state; this adds a devices query (not a planned-dispatch query, with its own
+        small budget) at :data:`CHARGE_CHECK_DELAY` after a slot starts, then every
+        :data:`CHARGE_RECHECK` while the slot runs and no charging has been seen.
+        """
+        checked: set[datetime] = set()
+        while True:
+            now = self.clock()
+            due = charge_check_due(self.agent.plan, self.agent.evidence(), checked, now)
+            if due is None:
+                await wait_event(self.plan_changed_for_checks, 60.0)
+                self.plan_changed_for_checks.clear()
+                continue
+            wait = (avoid_boundary(due) - now).total_seconds()
+            if wait > 0:
+                await wait_event(self.plan_changed_for_checks, wait)
+                self.plan_changed_for_checks.clear()
+                continue
+            checked.add(due)
+            checked = {at for at in checked if at > now - timedelta(hours=26)}
+            if await self.agent.check_device_state(self.clock()):
+                self.plan_changed.set()
+
     def _victron_windows(self, now: datetime) -> list[tuple[datetime, datetime]]:
+        """The home signal's off-peak stretches, as sure as ``[victron] offpeak_confidence``."""
         rules = self.agent.rules()
         end = now + VICTRON_HORIZON
-        windows = capped_smart_windows(self.agent.plan, rules, now, end)
-        if self.settings.victron.include_fixed_window:
-            windows = [*windows, *fixed_windows(rules, now, end)]
-        return sorted((w.start, w.end) for w in windows)
+        segments = timeline(rules, self.agent.plan, self.agent.evidence(), now, now, end)
+        confidences = victron_confidences(
+            self.settings.victron.offpeak_confidence,
+            rules.family,
+            include_fixed_window=self.settings.victron.include_fixed_window,
+        )
+        return [(w.start, w.end) for w in home_windows(segments, confidences)]
 
     async def _token_refresh(self, client: TokenRefresher) -> None:
         """Refresh the JWT ahead of expiry so that a poll never waits for a login.
@@ -473,6 +559,7 @@ class Daemon:
 
     async def _after_poll(self, outcome: PollOutcome) -> None:
         self.plan_changed.set()
+        self.plan_changed_for_checks.set()
         if self.settings.homeassistant.enabled and outcome.devices_changed:
             await self._publish_discovery()
 

@@ -21,6 +21,7 @@ from ioagent.simulator.state import (
     DEFAULT_JWT_LIFETIME,
     SimulatorState,
 )
+from ioagent.simulator.tariffs import SimProduct
 from ioagent.timeutil import utc_now
 
 
@@ -29,6 +30,11 @@ def _ev_line(state: SimulatorState) -> str:
     if not ev.plugged:
         return "unplugged (plug it in with POST /control/plug)"
     return f"plugged in at {ev.soc_percent:g} %, planned dispatches: {len(ev.planned)}"
+
+
+def _product_line(state: SimulatorState) -> str:
+    code = state.tariffs.product_at(DEFAULT_ACCOUNT, state.now()) or "none"
+    return f"{code} (migrate with POST /control/agreements)"
 
 
 def banner(running: RunningSimulator) -> str:
@@ -44,11 +50,13 @@ def banner(running: RunningSimulator) -> str:
             f"  EV device id:   {DEFAULT_EV_ID}",
             f"  EV:             {_ev_line(running.state)}",
             f"  JWT lifetime:   {lifetime:g} s",
+            f"  Product:        {_product_line(running.state)}",
             "",
             "ioagent config for it (save as sim.toml, then: ioagent dispatches --config sim.toml):",
             "",
             "[octopus]",
             f'api_url = "{running.graphql_url}"',
+            f'rest_url = "{running.rest_url}"',
             f'api_key = "{DEFAULT_API_KEY}"',
             "",
             "Ctrl-C stops.",
@@ -65,6 +73,7 @@ async def serve(
     *,
     plugged: bool = True,
     jwt_lifetime: timedelta = DEFAULT_JWT_LIFETIME,
+    product: SimProduct = "legacy",
 ) -> None:
     """Serve until ``stop`` is set, or until SIGINT/SIGTERM; ``ready`` is set once listening."""
     stop = stop or asyncio.Event()
@@ -77,7 +86,9 @@ async def serve(
         except (NotImplementedError, RuntimeError):
             pass  # not the main thread, or Windows: Ctrl-C still raises KeyboardInterrupt
     try:
-        state = SimulatorState.with_default_account(clock=utc_now, jwt_lifetime=jwt_lifetime)
+        state = SimulatorState.with_default_account(
+            clock=utc_now, jwt_lifetime=jwt_lifetime, product=product
+        )
         if plugged:
             state.plug(state.device(DEFAULT_EV_ID), True)
         async with run_simulator(state, host=host, port=port) as running:
@@ -100,6 +111,7 @@ def cli_simulator(args: argparse.Namespace) -> int:
                 sys.stdout,
                 plugged=not args.unplugged,
                 jwt_lifetime=args.jwt_lifetime or DEFAULT_JWT_LIFETIME,
+                product=getattr(args, "product", "legacy"),
             )
         )
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ioagent.simulator.graphql_api import STATE_KEY
 from ioagent.simulator.state import SimDevice, SimulatorState
+from ioagent.simulator.tariffs import PRODUCT_CODES
 from ioagent.timeutil import iso_z, parse_iso
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -244,3 +245,44 @@ def add_control_routes(app: web.Application) -> None:
     app.router.add_post("/control/faults", add_fault)
     app.router.add_delete("/control/faults", clear_faults)
     app.router.add_post("/control/time", set_time)
+    add_tariff_control_routes(app)
+
+
+# --- products and charging (issue 15): kept in this separate block --------------------------------
+
+
+async def migrate_account(request: web.Request) -> web.StreamResponse:
+    """Move an account to another product at ``at`` (default now), as Octopus does."""
+    state, body = _state(request), await _body(request)
+    product = _text(body, "product")
+    if product not in PRODUCT_CODES:
+        raise ValueError(f"product must be one of {', '.join(PRODUCT_CODES)}")
+    at = _time(body, "at") if body.get("at") else state.now()
+    state.migrate(_text(body, "account"), product, at)
+    return _ok(agreements=state.tariffs.snapshot().get(_text(body, "account"), []))
+
+
+async def set_dispatch_draws(request: web.Request) -> web.StreamResponse:
+    """``draws: false`` makes a planned slot one in which the car never charges."""
+    state, body = _state(request), await _body(request)
+    item = state.set_draws(_device(state, body), _time(body, "start"), _flag(body, "draws", False))
+    return _ok(start=iso_z(item.start), draws=item.draws)
+
+
+async def set_rate(request: web.Request) -> web.StreamResponse:
+    """Change a four-rate feed's value, or make a feed fail (``fail: true``)."""
+    state, body = _state(request), await _body(request)
+    feed = _text(body, "feed")
+    if _flag(body, "fail", False):
+        state.tariffs.failing_feeds.add(feed)
+    else:
+        state.tariffs.failing_feeds.discard(feed)
+        if body.get("value") is not None:
+            state.tariffs.rate_overrides[feed] = _number(body, "value")
+    return _ok(feed=feed)
+
+
+def add_tariff_control_routes(app: web.Application) -> None:
+    app.router.add_post("/control/agreements", migrate_account)
+    app.router.add_post("/control/dispatches/draws", set_dispatch_draws)
+    app.router.add_post("/control/rates", set_rate)

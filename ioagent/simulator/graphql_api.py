@@ -53,6 +53,7 @@ from ioagent.simulator.state import (
     authentication_failed,
     unauthorized,
 )
+from ioagent.simulator.tariffs import agreement_data
 
 SCHEMA_PATH = Path(__file__).with_name("schema.graphql")
 AUTH_FIELD = "obtainKrakenToken"
@@ -407,6 +408,7 @@ def kraken_schema() -> GraphQLSchema:
         for name, resolver in fields.items():
             root.fields[name].resolve = _kraken_field(resolver)
     attach_ledger(schema)
+    _attach_agreements(schema)
     return schema
 
 
@@ -525,3 +527,34 @@ async def _apply_transport_fault(
             return None
         return web.Response(status=503, text="simulator stopping")
     return None
+
+
+# --- the account's agreements (issue 15): kept in this separate block -----------------------------
+
+
+def _account(context: RequestContext, accountNumber: str) -> dict[str, Any]:
+    context.require_access(accountNumber)
+    return {"number": accountNumber}
+
+
+def _electricity_agreements(
+    root: dict[str, Any], info: GraphQLResolveInfo[Any], active: bool | None = None
+) -> list[dict[str, Any]]:
+    context: RequestContext = info.context
+    state = context.state
+    account = str(root["number"])
+    now = state.now()
+    items = state.tariffs.agreements.get(account, [])
+    if active:
+        items = state.tariffs.active_for(account, now)
+    mpan = state.tariffs.mpans.get(account, "")
+    return [agreement_data(item, mpan) for item in items]
+
+
+def _attach_agreements(schema: GraphQLSchema) -> None:
+    query = schema.type_map["Query"]
+    assert isinstance(query, GraphQLObjectType)
+    query.fields["account"].resolve = _kraken_field(_account)
+    account_type = schema.type_map["AccountType"]
+    assert isinstance(account_type, GraphQLObjectType)
+    account_type.fields["electricityAgreements"].resolve = _electricity_agreements

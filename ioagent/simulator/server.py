@@ -15,6 +15,7 @@ from ioagent.simulator.control_api import add_control_routes, control_errors
 from ioagent.simulator.graphql_api import STATE_KEY, STOPPING_KEY, handle_graphql, kraken_schema
 from ioagent.simulator.ledger_control import add_ledger_routes
 from ioagent.simulator.state import SimulatorState
+from ioagent.simulator.tariffs import rest_handlers
 from ioagent.timeutil import utc_now
 
 GRAPHQL_PATH = "/v1/graphql/"
@@ -37,6 +38,11 @@ class RunningSimulator:
         return self.base_url + GRAPHQL_PATH
 
     @property
+    def rest_url(self) -> str:
+        """The products REST API's base, for ``[octopus] rest_url``."""
+        return self.base_url
+
+    @property
     def control_url(self) -> str:
         return self.base_url + CONTROL_PATH
 
@@ -50,6 +56,7 @@ def build_app(state: SimulatorState) -> web.Application:
     app.router.add_post(GRAPHQL_PATH.rstrip("/"), handle_graphql)
     add_control_routes(app)
     add_ledger_routes(app)
+    app.router.add_routes(rest_handlers(state.tariffs, state.now))
     return app
 
 

@@ -20,6 +20,7 @@ import jwt
 from ioagent.kraken.types import DEVICE_STATES
 from ioagent.simulator import planner
 from ioagent.simulator.planner import DAYS_OF_WEEK, PlanRequest
+from ioagent.simulator.tariffs import SimProduct, SimTariffs
 from ioagent.timeutil import Clock, iso_z
 
 DEFAULT_ACCOUNT = "A-SIM00001"
@@ -147,6 +148,8 @@ class SimDispatch:
     end: datetime
     type: str
     kwh: float | None
+    draws: bool = True
+    """False for Octopus's common "planned but never charged": the car draws nothing."""
 
 
 @dataclass
@@ -337,6 +340,8 @@ class SimulatorState:
         self._calls_by_account: Counter[str] = Counter()
         self._calls_total = 0
         self._call_log: deque[dict[str, Any]] = deque(maxlen=CALL_LOG_LIMIT)
+        self.tariffs = SimTariffs()
+        self.default_product: SimProduct = "legacy"
 
     def __repr__(self) -> str:
         return f"SimulatorState(accounts={sorted(self.accounts)}, devices={len(self.devices)})"
@@ -348,8 +353,10 @@ class SimulatorState:
         jwt_lifetime: timedelta = DEFAULT_JWT_LIFETIME,
         refresh_lifetime: timedelta = timedelta(days=7),
         seed: int = 0,
+        product: SimProduct = "legacy",
     ) -> SimulatorState:
         state = cls(clock, jwt_lifetime=jwt_lifetime, refresh_lifetime=refresh_lifetime, seed=seed)
+        state.default_product = product
         state.add_account(DEFAULT_ACCOUNT, DEFAULT_API_KEY)
         state.add_account(SECOND_ACCOUNT, SECOND_API_KEY)
         state.add_device(
@@ -392,9 +399,12 @@ class SimulatorState:
 
     # --- setup -------------------------------------------------------------------------------
 
-    def add_account(self, number: str, api_key: str) -> SimAccount:
+    def add_account(
+        self, number: str, api_key: str, product: SimProduct | None = None
+    ) -> SimAccount:
         account = SimAccount(number, api_key)
         self.accounts[number] = account
+        self.tariffs.open(number, product or self.default_product)
         return account
 
     def share_account(self, number: str, api_key: str) -> None:
@@ -439,13 +449,46 @@ class SimulatorState:
                 item.type == "BOOST" for item in device.planned
             ):
                 device.current_state = self._resting_state(device)
+        for device in self.devices.values():
+            self._follow_charging(device, now)
         horizon = now - timedelta(days=7)
         self.completed = [item for item in self.completed if item.end > horizon]
 
+    def _follow_charging(self, device: SimDevice, now: datetime) -> None:
+        """The car charges only while a smart slot runs, it draws and the battery is not full."""
+        charging = (
+            any(
+                item.type == "SMART" and item.draws and item.start <= now < item.end
+                for item in device.planned
+            )
+            and device.soc_percent < 100.0
+        )
+        if charging and device.current_state == "SMART_CONTROL_CAPABLE":
+            device.current_state = "SMART_CONTROL_IN_PROGRESS"
+        elif not charging and device.current_state == "SMART_CONTROL_IN_PROGRESS":
+            device.current_state = self._resting_state(device)
+
+    def set_draws(self, device: SimDevice, start: datetime, draws: bool) -> SimDispatch:
+        """Make the planned slot starting at ``start`` one in which the car draws nothing."""
+        item = self._find_planned(device, start)
+        item.draws = draws
+        self._follow_charging(device, self.now())
+        return item
+
+    def migrate(self, account: str, product: SimProduct, at: datetime | None = None) -> None:
+        self.tariffs.migrate(account, product, at or self.now())
+
     def _complete(self, device: SimDevice, item: SimDispatch) -> None:
+        if not item.draws:
+            return  # planned, never charged: no completed record
+        room = max(0.0, (100.0 - device.soc_percent) / 100 * device.battery_kwh)
+        if device.battery_kwh > 0 and room <= 0:
+            return  # full: the car drew nothing
         kwh = item.kwh
         if kwh is None:
             kwh = device.charger_kw * (item.end - item.start).total_seconds() / 3600
+        if device.battery_kwh > 0:
+            kwh = min(abs(kwh), room)
         # Kraken fills meta.source for planned dispatches only: completed records, boosts
         # included, come back with source null.
         self.completed.append(
@@ -912,6 +955,7 @@ class SimulatorState:
                 for number in self.accounts
             ],
             "devices": [_device_json(device) for device in self.devices.values()],
+            "agreements": self.tariffs.snapshot(),
             "completed": [
                 {
                     "account": item.account,
@@ -973,7 +1017,13 @@ def _device_json(device: SimDevice) -> dict[str, Any]:
             ],
         },
         "planned": [
-            {"start": iso_z(item.start), "end": iso_z(item.end), "type": item.type, "kwh": item.kwh}
+            {
+                "start": iso_z(item.start),
+                "end": iso_z(item.end),
+                "type": item.type,
+                "kwh": item.kwh,
+                "draws": item.draws,
+            }
             for item in sorted(device.planned, key=lambda i: i.start)
         ],
     }

@@ -6,10 +6,10 @@ Rules (see docs/tariff.md for examples):
   tariff's zone (23:30–05:30 Europe/London by default). Wall-clock, so DST changes its real
   length: 5 h on the spring-forward night, 7 h on the autumn night. ``start > end`` crosses
   midnight; ``start < end`` lies within one day; ``start == end`` means no fixed window.
-* **Smart slots at home.** A ``SMART`` dispatch whose location is ``AT_HOME`` or unknown makes
-  the whole house off-peak for every half-hour it touches (half-hours on :00/:30 of the
+* **Smart slots.** A ``SMART`` dispatch (except one still running that is reported ``AWAY``:
+  see :func:`counts_for_offpeak`) makes the whole house off-peak for every half-hour it touches (half-hours on :00/:30 of the
   tariff zone's wall clock, so zones with :15/:45 offsets are handled), or exactly its own
-  time when ``round_to_half_hour`` is off. ``BOOST``, ``TEST`` and ``AWAY`` slots never do.
+  time when ``round_to_half_hour`` is off. ``BOOST`` and ``TEST`` slots never do.
 * **Smart-charge cap.** With ``smart_cap`` on, only the first ``smart_cap_hours`` of smart
   off-peak time *outside the fixed window* count per **tariff day**; later smart time is peak.
   Time is measured after rounding, so with the default windows it is whole half-hours.
@@ -31,20 +31,33 @@ first and last windows may extend outside the range.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from ioagent.config import TariffSettings
 from ioagent.kraken.types import AT_HOME, SMART, Dispatch
+from ioagent.tariff.evidence import counts, location_changes
+from ioagent.tariff.windows import (
+    DAY,
+    Window,
+    ceil_half_hour,
+    floor_half_hour,
+    local_dates,
+    merge,
+    nightly_windows,
+    overlapping,
+    subtract,
+    wall,
+)
 from ioagent.timeutil import to_utc
 
-HALF_HOUR_SECONDS = 1800
 LOOKAHEAD = timedelta(hours=48)
 """How far :func:`evaluate` looks ahead for the next off-peak period and dispatch."""
 
-_DAY = timedelta(days=1)
+_DAY = DAY
 
 
 @dataclass(frozen=True)
@@ -79,21 +92,6 @@ class TariffRules:
 
 
 @dataclass(frozen=True)
-class Window:
-    """A half-open interval ``[start, end)`` of aware UTC instants."""
-
-    start: datetime
-    end: datetime
-
-    def __contains__(self, instant: object) -> bool:
-        return isinstance(instant, datetime) and self.start <= instant < self.end
-
-    @property
-    def duration(self) -> timedelta:
-        return self.end - self.start
-
-
-@dataclass(frozen=True)
 class TariffState:
     """The tariff at one instant.
 
@@ -116,73 +114,15 @@ class TariffState:
     next_transition: datetime | None
 
 
-# --- interval helpers -------------------------------------------------------------------
+# --- helpers (shared with the other product families: ioagent.tariff.windows) ---------------
 
-
-def _merge(windows: Iterable[Window]) -> list[Window]:
-    merged: list[Window] = []
-    for window in sorted(windows, key=lambda w: (w.start, w.end)):
-        if window.end <= window.start:
-            continue
-        if merged and window.start <= merged[-1].end:
-            if window.end > merged[-1].end:
-                merged[-1] = Window(merged[-1].start, window.end)
-        else:
-            merged.append(window)
-    return merged
-
-
-def _subtract(windows: Iterable[Window], holes: Iterable[Window]) -> list[Window]:
-    """Parts of merged ``windows`` not inside any of ``holes``."""
-    result: list[Window] = []
-    hole_list = _merge(holes)
-    for window in _merge(windows):
-        cursor = window.start
-        for hole in hole_list:
-            if hole.end <= cursor or hole.start >= window.end:
-                continue
-            if hole.start > cursor:
-                result.append(Window(cursor, hole.start))
-            cursor = max(cursor, hole.end)
-            if cursor >= window.end:
-                break
-        if cursor < window.end:
-            result.append(Window(cursor, window.end))
-    return result
-
-
-def _overlapping(windows: Iterable[Window], start: datetime, end: datetime) -> list[Window]:
-    return [w for w in windows if w.start < end and w.end > start]
-
-
-# --- wall clock ----------------------------------------------------------------------------
-
-
-def _wall(day: date, clock: time, zone: ZoneInfo) -> datetime:
-    """The UTC instant of a wall-clock time; a time skipped by DST falls after the gap and an
-    ambiguous one is its first occurrence (fold=0)."""
-    return datetime.combine(day, clock, tzinfo=zone).astimezone(UTC)
-
-
-def _floor_half_hour(instant: datetime, zone: ZoneInfo) -> datetime:
-    offset = instant.astimezone(zone).utcoffset()
-    assert offset is not None, "a ZoneInfo always has an offset"
-    local_seconds = int((instant + offset).timestamp())
-    floored = local_seconds - local_seconds % HALF_HOUR_SECONDS
-    return datetime.fromtimestamp(floored, UTC) - offset
-
-
-def _ceil_half_hour(instant: datetime, zone: ZoneInfo) -> datetime:
-    floored = _floor_half_hour(instant, zone)
-    if floored == instant:
-        return instant
-    return _floor_half_hour(floored + timedelta(seconds=HALF_HOUR_SECONDS), zone)
-
-
-def _local_dates(start: datetime, end: datetime, zone: ZoneInfo) -> list[date]:
-    first = start.astimezone(zone).date() - _DAY
-    last = end.astimezone(zone).date() + _DAY
-    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+_merge = merge
+_subtract = subtract
+_overlapping = overlapping
+_wall = wall
+_floor_half_hour = floor_half_hour
+_ceil_half_hour = ceil_half_hour
+_local_dates = local_dates
 
 
 def _tariff_day_starts(start: datetime, end: datetime, rules: TariffRules) -> list[datetime]:
@@ -196,30 +136,29 @@ def _tariff_day_starts(start: datetime, end: datetime, rules: TariffRules) -> li
 
 def fixed_windows(rules: TariffRules, start: datetime, end: datetime) -> list[Window]:
     """The nightly fixed off-peak windows that overlap ``[start, end)``."""
-    start, end = to_utc(start), to_utc(end)
-    if rules.offpeak_start == rules.offpeak_end:
-        return []
-    crosses_midnight = rules.offpeak_start > rules.offpeak_end
-    windows = []
-    for day in _local_dates(start, end, rules.zone):
-        end_day = day + _DAY if crosses_midnight else day
-        windows.append(
-            Window(
-                _wall(day, rules.offpeak_start, rules.zone),
-                _wall(end_day, rules.offpeak_end, rules.zone),
-            )
-        )
-    return _overlapping(_merge(windows), start, end)
+    return nightly_windows(rules.zone, rules.offpeak_start, rules.offpeak_end, start, end)
 
 
-def _counts_for_offpeak(slot: Dispatch) -> bool:
-    return slot.type == SMART and slot.location in (AT_HOME, None)
+def counts_for_offpeak(slot: Dispatch, now: datetime | None) -> bool:
+    """Whether a slot can make the house off-peak, by its type and location.
+
+    With ``now``: every ``SMART`` slot counts except one *still running or to come* that is
+    reported ``AWAY``. Billing data shows completed dispatches later relabelled ``AWAY`` (and
+    ``UNABLE_TO_IDENTIFY``) billed at the low rate, so a completed slot counts whatever its
+    location says (docs/tariff.md, R7). Without ``now`` (the history report, which looks at
+    past nights only) the older rule applies: at home or unknown.
+    """
+    if now is None:
+        return slot.type == SMART and slot.location in (AT_HOME, None)
+    return counts(slot, now)
 
 
-def _all_smart_windows(plan: Iterable[Dispatch], rules: TariffRules) -> list[Window]:
+def _all_smart_windows(
+    plan: Iterable[Dispatch], rules: TariffRules, now: datetime | None = None
+) -> list[Window]:
     windows = []
     for slot in plan:
-        if not _counts_for_offpeak(slot):
+        if not counts_for_offpeak(slot, now):
             continue
         slot_start, slot_end = to_utc(slot.start), to_utc(slot.end)
         if slot_end <= slot_start:
@@ -232,10 +171,15 @@ def _all_smart_windows(plan: Iterable[Dispatch], rules: TariffRules) -> list[Win
 
 
 def smart_windows(
-    plan: Iterable[Dispatch], rules: TariffRules, start: datetime, end: datetime
+    plan: Iterable[Dispatch],
+    rules: TariffRules,
+    start: datetime,
+    end: datetime,
+    *,
+    now: datetime | None = None,
 ) -> list[Window]:
     """Off-peak windows made by smart slots at home, before the cap, overlapping the range."""
-    return _overlapping(_all_smart_windows(plan, rules), to_utc(start), to_utc(end))
+    return _overlapping(_all_smart_windows(plan, rules, now), to_utc(start), to_utc(end))
 
 
 def _capped(smart: list[Window], rules: TariffRules) -> list[Window]:
@@ -276,24 +220,36 @@ def _split(window: Window, boundaries: list[datetime]) -> list[Window]:
 
 
 def capped_smart_windows(
-    plan: Iterable[Dispatch], rules: TariffRules, start: datetime, end: datetime
+    plan: Iterable[Dispatch],
+    rules: TariffRules,
+    start: datetime,
+    end: datetime,
+    *,
+    now: datetime | None = None,
 ) -> list[Window]:
     """Smart windows after the cap (identical to :func:`smart_windows` when the cap is off).
 
     The cap is computed over the whole plan, so the answer for a range does not depend on the
     range asked for; pass the remembered past slots of the current tariff day too.
     """
-    capped = _capped(_all_smart_windows(plan, rules), rules)
+    capped = _capped(_all_smart_windows(plan, rules, now), rules)
     return _overlapping(capped, to_utc(start), to_utc(end))
 
 
 def offpeak_windows(
-    plan: Iterable[Dispatch], rules: TariffRules, start: datetime, end: datetime
+    plan: Iterable[Dispatch],
+    rules: TariffRules,
+    start: datetime,
+    end: datetime,
+    *,
+    now: datetime | None = None,
 ) -> list[Window]:
-    """Whole-house off-peak periods (fixed ∪ capped smart) overlapping ``[start, end)``."""
+    """Whole-house off-peak periods (fixed ∪ capped smart) overlapping ``[start, end)``.
+
+    ``now`` selects the location rule (see :func:`counts_for_offpeak`)."""
     start, end = to_utc(start), to_utc(end)
     slots = list(plan)
-    smart = _capped(_all_smart_windows(slots, rules), rules)
+    smart = _capped(_all_smart_windows(slots, rules, now), rules)
     # Fixed windows are generated a day beyond the range and the smart windows, so a merged
     # period that runs past the range is reported with its true ends.
     span_start = min([start, *(w.start for w in smart)]) - _DAY
@@ -336,14 +292,35 @@ def _state_at(offpeak: list[Window], dispatch: list[Window], now: datetime) -> T
     )
 
 
-def evaluate(plan: Iterable[Dispatch], rules: TariffRules, now: datetime) -> TariffState:
-    """The tariff state at ``now``, looking :data:`LOOKAHEAD` ahead."""
-    now = to_utc(now)
-    slots = list(plan)
+def _evaluate_as_of(slots: list[Dispatch], rules: TariffRules, now: datetime) -> TariffState:
     horizon = now + LOOKAHEAD
     return _state_at(
-        offpeak_windows(slots, rules, now, horizon), dispatch_windows(slots, now, horizon), now
+        offpeak_windows(slots, rules, now, horizon, now=now),
+        dispatch_windows(slots, now, horizon),
+        now,
     )
+
+
+def evaluate(plan: Iterable[Dispatch], rules: TariffRules, now: datetime) -> TariffState:
+    """The tariff state at ``now``, looking :data:`LOOKAHEAD` ahead.
+
+    ``next_transition`` also covers the end of a running ``AWAY`` slot when that changes the
+    state: from its end it is a completed dispatch, which counts (:func:`counts_for_offpeak`).
+    """
+    now = to_utc(now)
+    slots = list(plan)
+    state = _evaluate_as_of(slots, rules, now)
+    key = (state.offpeak, state.dispatching)
+    upcoming = state.next_transition
+    for change in location_changes(slots, now):
+        if upcoming is not None and upcoming <= change:
+            break
+        later = _evaluate_as_of(slots, rules, change)
+        if (later.offpeak, later.dispatching) != key:
+            upcoming = change
+            break
+        upcoming = later.next_transition
+    return replace(state, next_transition=upcoming)
 
 
 def transitions(
@@ -353,25 +330,29 @@ def transitions(
     now = to_utc(now)
     slots = list(plan)
     limit = now + horizon
+    # The plan reads the same between two location changes: one set of windows per stretch.
+    points = [now, *(c for c in location_changes(slots, now) if c <= limit)]
     # Query one day past the limit so a window starting exactly at the limit is included.
-    offpeak = offpeak_windows(slots, rules, now, limit + _DAY)
     dispatch = dispatch_windows(slots, now, limit + _DAY)
+    stretches = [offpeak_windows(slots, rules, now, limit + _DAY, now=p) for p in points]
     instants = sorted(
         {
             instant
-            for w in (*offpeak, *dispatch)
+            for w in (*(w for s in stretches for w in s), *dispatch)
             for instant in (w.start, w.end)
             if now < instant <= limit
         }
+        | set(points[1:])
     )
-    return [
-        (
-            instant,
-            any(instant in w for w in offpeak),
-            any(instant in w for w in dispatch),
-        )
-        for instant in instants
-    ]
+    result = []
+    previous = (any(now in w for w in stretches[0]), any(now in w for w in dispatch))
+    for instant in instants:
+        offpeak = stretches[bisect_right(points, instant) - 1]
+        value = (any(instant in w for w in offpeak), any(instant in w for w in dispatch))
+        if value != previous:
+            result.append((instant, *value))
+            previous = value
+    return result
 
 
 __all__ = [
@@ -380,6 +361,7 @@ __all__ = [
     "TariffState",
     "Window",
     "capped_smart_windows",
+    "counts_for_offpeak",
     "dispatch_windows",
     "evaluate",
     "fixed_windows",

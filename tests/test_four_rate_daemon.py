@@ -1,0 +1,164 @@
+"""A four-rate account end to end: the daemon, the simulator and Mosquitto, over a simulated
+evening (the clocks of both are shifted to it; the flips are still timed on the real clock).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from ioagent.simulator.server import RunningSimulator, run_simulator
+from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_EV_ID, SimulatorState
+from ioagent.simulator.tariffs import SimProduct
+from ioagent.timeutil import utc_now
+from tests.broker import Broker
+from tests.harness import RunningDaemon, Seen, running_daemon
+
+
+class ShiftedClock:
+    """The wall clock moved to a chosen instant; ``jump`` moves it on (daemon and simulator)."""
+
+    def __init__(self, start: datetime, state: SimulatorState) -> None:
+        self.offset = start - utc_now()
+        self.state = state
+        state.set_time_offset(self.offset.total_seconds())
+
+    def __call__(self) -> datetime:
+        return utc_now() + self.offset
+
+    def jump_to(self, instant: datetime) -> None:
+        self.offset = instant - utc_now()
+        self.state.set_time_offset(self.offset.total_seconds())
+
+    def real(self, instant: datetime) -> float:
+        """The real (time.time) instant at which the shifted clock shows ``instant``."""
+        return (instant - self.offset).timestamp()
+
+
+@asynccontextmanager
+async def simulated(product: SimProduct) -> AsyncIterator[RunningSimulator]:
+    async with run_simulator(
+        SimulatorState.with_default_account(clock=utc_now, product=product)
+    ) as running:
+        yield running
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)  # winter: London is UTC
+
+
+async def flip(
+    d: RunningDaemon, topic: str, predicate: Callable[[str], bool], after: int, timeout: float = 40
+) -> Seen:
+    return await d.watcher.wait_for(topic, predicate, after=after, timeout=timeout)
+
+
+def assert_on_time(seen: Seen, clock: ShiftedClock, boundary: datetime) -> None:
+    lateness = seen.at - clock.real(boundary)
+    assert 0 <= lateness < 1.0, f"{seen.topic}={seen.payload} {lateness:+.3f}s"
+
+
+async def test_four_rate_evening_flips_exactly(broker: Broker, tmp_path: object) -> None:
+    async with simulated("four_rate") as sim:
+        state = sim.state
+        clock = ShiftedClock(at("2026-01-15 19:29:42"), state)
+        device = state.device(DEFAULT_EV_ID)
+        state.add_dispatch(device, at("2026-01-15 19:30"), at("2026-01-15 21:00"), "SMART", 10.5)
+        async with running_daemon(
+            broker,
+            sim,
+            tmp_path,
+            clock=clock,
+            tariff={"allowance_hours": 1.0},  # type: ignore[arg-type]
+        ) as d:
+            t = d.topics
+            seen = await d.watcher.wait_for(t.tariff, lambda p: '"account"' in p)
+            tariff = json.loads(seen.payload)
+            assert tariff["family"] == "four_rate"
+            assert tariff["product"] == "IOG-SMB-VAR-24-10-29"
+            await d.watcher.wait_for(t.planned, lambda p: len(json.loads(p)) == 1)
+            assert d.watcher.last(t.offpeak) == "false"
+            assert d.watcher.last(t.allowance_remaining) == "1.00"
+            assert d.watcher.last(t.allowance_resets_at) == "2026-01-16T12:00:00Z"
+            assert d.watcher.last(t.allowance_exhausted_at) == "2026-01-15T20:30:00Z"
+            # The rates come from the products REST feeds: home day rate, car peak rate now.
+            await d.watcher.wait_for(t.rate_home, lambda p: p == "30.371355")
+            await d.watcher.wait_for(t.rate_ev, lambda p: p == "27.4785")
+            rows = json.loads((await d.watcher.wait_for(t.rates)).payload)
+            assert len(rows) == 48 and rows[0]["start"] == "2026-01-15T19:00:00Z"
+            assert rows[1] == {
+                "start": "2026-01-15T19:30:00Z",
+                "home": 30.371355,
+                "ev": 6.89997,
+                "home_offpeak": False,
+                "ev_offpeak": True,
+            }
+            mark = len(d.watcher.messages)
+
+            # 19:30: the car's low rate and the allowance start at once; the home bonus waits
+            # for the car to be seen charging (smart_offpeak = charging on four-rate).
+            ev_on = await flip(d, t.ev_offpeak, lambda p: p == "true", mark)
+            remaining = await flip(d, t.allowance_remaining, lambda p: p == "0.50", mark)
+            planned = await flip(d, t.offpeak_confidence, lambda p: p == "planned", mark)
+            for seen in (ev_on, remaining, planned):
+                assert_on_time(seen, clock, at("2026-01-15 19:30"))
+            assert d.watcher.last(t.offpeak) == "false"
+
+            # A poll after the quiet seconds sees the car charging: the home bonus starts.
+            clock.jump_to(at("2026-01-15 19:30:40"))
+            assert (await d.command("refresh", "now"))["status"] == "ok"
+            await flip(d, t.offpeak_confidence, lambda p: p == "charging", mark, timeout=20)
+            await flip(d, t.offpeak, lambda p: p == "true", mark, timeout=5)
+            await flip(d, t.rate_home, lambda p: p == "6.89997", mark, timeout=5)
+
+            # 20:00: the second half-hour uses the rest of the allowance.
+            clock.jump_to(at("2026-01-15 19:59:44"))
+            assert (await d.command("refresh", "now"))["status"] == "ok"
+            mark = len(d.watcher.messages)
+            used_up = await flip(d, t.allowance_remaining, lambda p: p == "0.00", mark)
+            assert_on_time(used_up, clock, at("2026-01-15 20:00"))
+            assert d.watcher.last(t.offpeak) == "true"
+
+            # 20:30: beyond the allowance. The car still charges, at its standard rate.
+            clock.jump_to(at("2026-01-15 20:29:44"))
+            assert (await d.command("refresh", "now"))["status"] == "ok"
+            mark = len(d.watcher.messages)
+            home_off = await flip(d, t.offpeak, lambda p: p == "false", mark)
+            ev_off = await flip(d, t.ev_offpeak, lambda p: p == "false", mark)
+            none = await flip(d, t.offpeak_confidence, lambda p: p == "none", mark)
+            for seen in (home_off, ev_off, none):
+                assert_on_time(seen, clock, at("2026-01-15 20:30"))
+            assert d.watcher.last(t.dispatching) == "true"
+            upcoming = json.loads(d.watcher.last(t.transitions) or "[]")
+            assert {"ev_offpeak", "confidence"} <= set(upcoming[0])
+
+
+async def test_a_migration_from_legacy_changes_the_rules_without_a_restart(
+    broker: Broker, tmp_path: object
+) -> None:
+    async with simulated("legacy") as sim:
+        state = sim.state
+        clock = ShiftedClock(at("2026-01-15 19:10:00"), state)
+        device = state.device(DEFAULT_EV_ID)
+        state.add_dispatch(device, at("2026-01-15 19:00"), at("2026-01-15 20:00"), "SMART", 7.0)
+        # Planned, and the car never draws: legacy bills it low, four-rate gives no bonus.
+        state.set_draws(device, at("2026-01-15 19:00"), False)
+        switch = at("2026-01-15 19:10:20")
+        state.migrate(DEFAULT_ACCOUNT, "four_rate", switch)  # announced: it starts at 19:10:20
+        async with running_daemon(broker, sim, tmp_path, clock=clock) as d:
+            t = d.topics
+            await d.watcher.wait_for(t.tariff, lambda p: json.loads(p)["family"] == "legacy")
+            await d.watcher.wait_for(t.offpeak, lambda p: p == "true")
+            assert d.watcher.last(t.offpeak_confidence) == "planned"
+            assert d.watcher.last(t.allowance_remaining) is None, "legacy has no allowance"
+            mark = len(d.watcher.messages)
+            family = await flip(d, t.tariff, lambda p: json.loads(p)["family"] == "four_rate", mark)
+            home_off = await flip(d, t.offpeak, lambda p: p == "false", mark)
+            remaining = await flip(d, t.allowance_remaining, lambda p: p == "5.50", mark)
+            for seen in (family, home_off, remaining):
+                assert_on_time(seen, clock, switch)
+            assert d.watcher.last(t.ev_offpeak) == "true"
+            assert d.watcher.last(t.offpeak_confidence) == "planned"
+            assert json.loads(family.payload)["product"] == "IOG-SMB-VAR-24-10-29"
