@@ -38,7 +38,10 @@ class RecordingPublisher:
 
 
 def offline_agent(
-    publisher: RecordingPublisher, store: AsyncStore | None, now: datetime = NOW
+    publisher: RecordingPublisher,
+    store: AsyncStore | None,
+    now: datetime = NOW,
+    tariff: TariffSettings | None = None,
 ) -> AccountAgent:
     # Its client is never called: these tests feed the agent directly.
     client = KrakenClient("http://127.0.0.1:9/", SecretStr("sk_test_unused"), clock=lambda: now)
@@ -48,7 +51,7 @@ def offline_agent(
         publisher=publisher,
         store=store,
         topics=TOPICS,
-        tariff=TariffSettings(),
+        tariff=tariff or TariffSettings(),
         clock=lambda: now,
     )
 
@@ -125,7 +128,8 @@ async def test_a_fresh_install_during_a_running_slot_says_offpeak_once() -> None
     now = datetime(2026, 11, 23, 19, 40, tzinfo=UTC)  # the evening peak
     start, end = now - timedelta(minutes=10), now + timedelta(minutes=35)
     publisher = RecordingPublisher()
-    agent = offline_agent(publisher, None, now)
+    # Legacy: a planned smart slot is off-peak at once (four-rate waits for the car to charge).
+    agent = offline_agent(publisher, None, now, TariffSettings(product="legacy"))
     await agent.publish_tariff(now)  # the daemon's boundaries task, at start-up
     planned = Dispatch(start=start, end=end, type=SMART, kwh=3.0, device_id="dev-1")
     await agent.apply(PollResult(devices=None, planned={"dev-1": [planned]}, completed=[]), now)
@@ -209,3 +213,16 @@ async def test_completed_records_without_a_source_take_the_type_seen_planned(
         assert [c.type for c in again.completed] == expected
     finally:
         await store.close()
+
+
+async def test_an_unseen_completed_record_counts_towards_the_allowance_as_smart() -> None:
+    """A record ioagent saw no plan for is UNKNOWN (never guessed smart on the topics), but it
+    used allowance all the same: the effective plan takes it as smart, the cautious reading."""
+    now = datetime(2026, 11, 23, 19, 40, tzinfo=UTC)
+    earlier = CompletedDispatch(now - timedelta(hours=3), now - timedelta(hours=2), 7.0, None, None)
+    publisher = RecordingPublisher()
+    agent = offline_agent(publisher, None, now)
+    await agent.apply(PollResult(devices=None, planned={"dev-1": []}, completed=[earlier]), now)
+    await agent.client.close()
+    assert [c["type"] for c in json.loads(publisher.retained[TOPICS.completed])] == ["UNKNOWN"]
+    assert [(s.start, s.type) for s in agent.plan] == [(earlier.start, SMART)]

@@ -55,6 +55,9 @@ def make_agent(
         clock=lambda: now,
     )
     agent.rates_client = ProductsClient(sim.rest_url)
+    # As after the daemon's first poll: before one has ended, no tariff topic is published at
+    # all (a fresh install would otherwise flicker; docs/mqtt.md).
+    agent.polled = True
     return agent, publisher
 
 

@@ -7,6 +7,7 @@ decides *when* to poll (``ioagent.runtime.poller``) and *when* a boundary is due
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from ioagent.kraken.rest import ProductsClient
 from ioagent.kraken.types import (
     BOOST,
     SMART,
+    UNKNOWN,
     Agreement,
     CompletedDispatch,
     Device,
@@ -249,9 +251,14 @@ class AccountAgent:
         # Each slot takes its location from the completed records (docs/tariff.md, R7).
         slots = list(located(ordered, self.completed))
         # A completed record that no planned slot covers (it ran before this run started, or
-        # vanished unseen) was a dispatch all the same: it used allowance and was billed low.
+        # vanished unseen) was a dispatch all the same: it used allowance. Octopus sends such
+        # records without a type (UNKNOWN): they count towards the allowance as smart, the
+        # cautious reading (the allowance runs out sooner, never later); `ioagent history`
+        # still reports their energy as "other", not as smart.
         for record in self.completed:
             done = record.as_dispatch()
+            if done.type == UNKNOWN:
+                done = dataclasses.replace(done, type=SMART)
             if done.type == SMART and not any(
                 slot.start < done.end and done.start < slot.end for slot in slots
             ):
