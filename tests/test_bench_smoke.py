@@ -136,9 +136,10 @@ async def test_harness_runs_on_tiny_inputs(broker: Broker, tmp_path: Path) -> No
     assert p6["failures"] == [0, 0]
     assert p6["planned_slots_seen"] == 6
     assert len(p6["round_seconds"]) == 2
-    # Round 1: a login, then a device list and a poll per account; round 2: a poll each.
+    # Round 1: a login, then per account the agreements (the product, read once before the
+    # first poll when nothing is known), a device list and a poll; round 2: a poll each.
     assert p6["round1_login"]["requests"] == 2
-    assert p6["round1_first_poll"]["requests"] == 4
+    assert p6["round1_first_poll"]["requests"] == 6
     assert p6["requests"] == [6, 2]
     assert p6["round_seconds"][0] == pytest.approx(
         p6["round1_login"]["seconds"] + p6["round1_first_poll"]["seconds"], abs=0.002

@@ -388,7 +388,10 @@ def test_ended_unconfirmed_slot_and_the_allowance(counts: str, exhausted: str | 
 
 def test_confirmation_by_completed_record_at_any_location() -> None:
     plan = [slot("2026-01-15 19:00", "2026-01-15 20:00")]
-    record = CompletedDispatch(utc("2026-01-15 19:00"), utc("2026-01-15 19:20"), -2.0, None, AWAY)
+    # Octopus sends it with source null; the agent has classified it by the planned slot.
+    record = CompletedDispatch(
+        utc("2026-01-15 19:00"), utc("2026-01-15 19:20"), -2.0, None, AWAY, kind=SMART
+    )
     state = evaluate(FOUR, plan, evidence_from([record], []), utc("2026-01-15 19:25"))
     # The slot itself carries no location here; the record confirms charging.
     assert (state.offpeak, state.confidence) == (True, "charging")
@@ -548,3 +551,11 @@ def test_car_is_never_cheaper_than_the_allowance(
             per_period[cell.period] = per_period.get(cell.period, 0) + 1
         assert not (cell.home_offpeak and not cell.in_window and not cell.ev_offpeak)
     assert all(count <= 12 for count in per_period.values())
+
+
+def test_an_unclassified_completed_record_is_no_charging_evidence() -> None:
+    # Type unknown (source null, no planned slot seen): it is never guessed to be smart charging.
+    plan = [slot("2026-01-15 19:00", "2026-01-15 20:00")]
+    record = CompletedDispatch(utc("2026-01-15 19:00"), utc("2026-01-15 19:20"), -2.0, None, AWAY)
+    state = evaluate(FOUR, plan, evidence_from([record], []), utc("2026-01-15 19:25"))
+    assert (state.offpeak, state.confidence) == (False, "planned")

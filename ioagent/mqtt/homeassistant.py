@@ -141,8 +141,12 @@ def discovery_messages(
     sw_version: str,
     read_only: bool = False,
     support_url: str | None = None,
+    allowance: bool = True,
 ) -> dict[str, str]:
     """Discovery topic -> retained JSON payload for ``account``.
+
+    ``allowance``: the account's product has the car allowance (four-rate). Without it the
+    allowance topics are never published, so HA gets no entity for them.
 
     With ``settings.enabled`` false this returns the removal message for the same topic, so the
     daemon can always publish what it gets and a disabled integration cleans up after itself.
@@ -154,7 +158,7 @@ def discovery_messages(
         return removal_messages([topic])
     slug = account_slug(account)
     components = _account_components(topics, slug)
-    components.update(tariff_components(topics, slug))
+    components.update(tariff_components(topics, slug, allowance=allowance))
     if devices:
         components.update(_device_components(topics, slug, read_only=read_only))
     if not read_only:
@@ -577,14 +581,16 @@ _PENCE_TO_GBP = "{{ ((value | float) / 100) | round(6) if value else None }}"
 """The rate topics are pence per kWh; HA's energy dashboard prices are currency per kWh."""
 
 
-def tariff_components(topics: Topics, slug: str) -> dict[str, dict[str, Any]]:
+def tariff_components(
+    topics: Topics, slug: str, *, allowance: bool = True
+) -> dict[str, dict[str, Any]]:
     """The car's off-peak signal, the allowance, the home and car rates and the product.
 
     The rates have unit ``GBP/kWh`` so the energy dashboard accepts them as prices. They carry
     no ``device_class``: HA's ``monetary`` class takes a plain currency as its unit, and a
     per-kWh price would be refused there.
     """
-    return {
+    components = {
         "ev_offpeak": _entity(
             slug,
             "ev_offpeak",
@@ -653,3 +659,6 @@ def tariff_components(topics: Topics, slug: str) -> dict[str, dict[str, Any]]:
             icon="mdi:file-document-outline",
         ),
     }
+    if not allowance:
+        del components["allowance_remaining"]
+    return components

@@ -134,6 +134,8 @@ class Daemon:
         self.ha_birth = asyncio.Event()
         self.rng = random.Random()
         self.stop_overdue = False
+        self._announced_family: bool | None = None
+        """Whether the last discovery announced had the allowance entity (a migration changes it)."""
         """Set when a stop outlived :data:`STOP_BOUND`: some task is still running."""
         register_secret(settings.octopus.api_key.get_secret_value())
         if settings.mqtt.password is not None:
@@ -356,6 +358,11 @@ class Daemon:
             if self.agent.have_plan:
                 await self.agent.publish_plan(now)  # drops slots that just ended
             state = await self.agent.publish_tariff(now)
+            if (
+                self.settings.homeassistant.enabled
+                and self._has_allowance() != self._announced_family
+            ):
+                await self._publish_discovery()  # a migration: the allowance entity comes or goes
             if self.victron is not None:
                 windows = self._victron_windows(now)
                 if windows != last_windows:
@@ -506,6 +513,12 @@ class Daemon:
         if self.settings.homeassistant.enabled:
             await self._publish_discovery()
 
+    def _has_allowance(self) -> bool:
+        """The allowance topics are published: a four-rate product that the account (or the
+        config) names, not the cautious default used while the product is unknown."""
+        product = self.agent.product
+        return product.family == "four_rate" and product.source != "default"
+
     async def _announced_discovery(self) -> dict[str, str]:
         """Discovery topic -> the payload last published there (kept across restarts)."""
         stored = json.loads(await self.store.get_meta(HA_TOPICS_META) or "{}")
@@ -525,7 +538,9 @@ class Daemon:
             settings=ha,
             sw_version=__version__,
             read_only=self.settings.mqtt.read_only,
+            allowance=self._has_allowance(),
         )
+        self._announced_family = self._has_allowance()
         if not self.agent.devices_listed and previous and set(previous) == set(current):
             # Devices are unknown until the first poll: re-announce what HA already has rather
             # than a payload without the car, which would make HA drop its entities. (A new
