@@ -140,7 +140,7 @@ async def test_harness_runs_on_tiny_inputs(broker: Broker, tmp_path: Path) -> No
     # first poll when nothing is known), a device list and a poll; round 2: a poll each.
     assert p6["round1_login"]["requests"] == 2
     assert p6["round1_first_poll"]["requests"] == 6
-    assert p6["requests"] == [6, 2]
+    assert p6["requests"] == [8, 2]
     assert p6["round_seconds"][0] == pytest.approx(
         p6["round1_login"]["seconds"] + p6["round1_first_poll"]["seconds"], abs=0.002
     )
