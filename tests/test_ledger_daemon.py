@@ -95,3 +95,19 @@ async def test_a_flip_is_on_time_while_a_backfill_runs(
         assert 0 <= lateness < FLIP_LATENESS_LIMIT, f"flip {lateness:+.3f}s"
         asked = _calls(simulator, "account")
         assert 1 <= asked < 120, f"the backfill must be under way, not done: {asked} requests"
+
+
+@pytest.mark.timeout(120)
+async def test_without_a_configured_mpan_the_agreements_one_is_used(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_task, "START_DELAY", 0.5)
+    monkeypatch.setattr(schedule, "LEDGER_PER_MINUTE", 60)
+    ledger = {"backfill_days": 4, "calls_per_hour": 60}  # no [ledger] mpan
+    async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:
+        root = d.topics.root
+        tariff = json.loads((await d.watcher.wait_for(d.topics.tariff, timeout=30)).payload)
+        assert tariff["source"] == "account", "the agreements were read"
+        yesterday = await d.watcher.wait_for(f"{root}/ledger/yesterday", timeout=60)
+    assert json.loads(yesterday.payload)["total_gbp"] > 0
+    assert _calls(simulator, "account") >= 2, "agreements, then the measurements"

@@ -311,7 +311,14 @@ class Daemon:
                 if self.victron is not None:
                     work.append(group.create_task(self.victron.run(), name="victron"))
                 ledger = daemon_ledger_task(
-                    client, store, account, topics.root, settings.ledger, bridge, self.clock
+                    client,
+                    store,
+                    account,
+                    topics.root,
+                    settings.ledger,
+                    bridge,
+                    self.clock,
+                    account_mpan=self._account_mpan,
                 )
                 if ledger is not None:
                     work.append(
@@ -512,6 +519,11 @@ class Daemon:
     async def _on_connect(self) -> None:
         if self.settings.homeassistant.enabled:
             await self._publish_discovery()
+
+    def _account_mpan(self) -> str | None:
+        """The import MPAN of the agreement in force, once the agreements have been read."""
+        product = self.agent.known_product
+        return product.mpan if product is not None else None
 
     def _has_allowance(self) -> bool:
         """The allowance topics are published: a four-rate product that the account (or the

@@ -274,15 +274,21 @@ def daemon_ledger_task(
     settings: LedgerSettings,
     publisher: Publisher_,
     clock: Clock,
+    account_mpan: Callable[[], str | None] | None = None,
 ) -> LedgerTask | None:
-    """The daemon's ledger task, or None while no import MPAN is known (``[ledger] mpan``
-    until the agreements query provides it)."""
-    if not settings.enabled or not settings.mpan:
+    """The daemon's ledger task, or None when it has no way to learn the import MPAN.
+
+    ``[ledger] mpan`` wins; otherwise ``account_mpan`` gives the MPAN of the agreement in force
+    (read by the product task), asked afresh before each fetch.
+    """
+    if not settings.enabled or (not settings.mpan and account_mpan is None):
         return None
-    mpan = settings.mpan
+    configured = settings.mpan
 
     async def the_mpan() -> str | None:
-        return mpan
+        if configured:
+            return configured
+        return account_mpan() if account_mpan is not None else None
 
     async def publish(suffix: str, payload: str) -> None:
         await publisher.publish(f"{root}/{suffix}", payload, retain=True)
