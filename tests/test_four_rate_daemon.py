@@ -79,10 +79,16 @@ async def test_four_rate_evening_flips_exactly(broker: Broker, tmp_path: object)
             assert tariff["family"] == "four_rate"
             assert tariff["product"] == "IOG-SMB-VAR-24-10-29"
             await d.watcher.wait_for(t.planned, lambda p: len(json.loads(p)) == 1)
-            assert d.watcher.last(t.offpeak) == "false"
-            assert d.watcher.last(t.allowance_remaining) == "1.00"
-            assert d.watcher.last(t.allowance_resets_at) == "2026-01-16T12:00:00Z"
-            assert d.watcher.last(t.allowance_exhausted_at) == "2026-01-15T20:30:00Z"
+            # The tariff topics follow the first poll (published by the boundary task once it
+            # has landed), so wait for them rather than read them at once.
+            for topic, value in (
+                (t.offpeak, "false"),
+                (t.allowance_remaining, "1.00"),
+                (t.allowance_resets_at, "2026-01-16T12:00:00Z"),
+                (t.allowance_exhausted_at, "2026-01-15T20:30:00Z"),
+            ):
+                await d.watcher.wait_for(topic, timeout=10)
+                assert d.watcher.last(topic) == value, topic
             # The rates come from the products REST feeds: home day rate, car peak rate now.
             await d.watcher.wait_for(t.rate_home, lambda p: p == "30.371355")
             await d.watcher.wait_for(t.rate_ev, lambda p: p == "27.4785")
