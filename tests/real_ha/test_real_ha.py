@@ -106,7 +106,23 @@ def expected_states(held: dict[str, str], t: Topics) -> dict[str, Callable[[str]
         "resync": not_unavailable,
         "command_result": not_unavailable,
         "plan_event": not_unavailable,
+        # The account's product (the tariff work): HA shows the rates in GBP/kWh (pence / 100).
+        "ev_offpeak": equals(on_off[held[t.ev_offpeak]]),
+        "offpeak_confidence": equals(held[t.offpeak_confidence]),
+        "product": equals(json.loads(held[t.tariff])["product"]),
+        "rate_home": gbp_per_kwh(held.get(t.rate_home, "")),
+        "rate_ev": gbp_per_kwh(held.get(t.rate_ev, "")),
+        "allowance_remaining": number(float(held.get(t.allowance_remaining) or "nan")),
     }
+
+
+def gbp_per_kwh(pence: str) -> Callable[[str], bool]:
+    """A rate topic in pence per kWh, as HA shows it in GBP/kWh; unknown while empty."""
+    if not pence:
+        return equals("unknown")
+    return lambda state: (
+        state not in ("unknown", UNAVAILABLE) and abs(float(state) - float(pence) / 100) < 1e-6
+    )
 
 
 async def mismatches(
