@@ -46,7 +46,7 @@ def _jwt_lifetime(text: str) -> timedelta:
 
 DESCRIPTION = (
     "ioagent reads your Intelligent Octopus Go smart-charging plan from Octopus and publishes it, "
-    "with a whole-house off-peak signal, as MQTT topics for Home Assistant, Node-RED and "
+    "with off-peak signals for the home and the car by your product's rules, as MQTT topics for Home Assistant, Node-RED and "
     "Victron GX. Start with 'ioagent demo' (no account needed), then 'ioagent check' and "
     "'ioagent run' with your config file."
 )
