@@ -95,7 +95,9 @@ async def test_daemon_writes_the_rounded_smart_slot_and_publishes_the_status(
             status = json.loads(payload)
             return status["slots"] == expected_slots and status["pending_writes"] == []
 
-        await d.watcher.wait_for(d.topics.victron, synced, timeout=15)
+        # 30 s: once, in a full run, the sync (broker detection at the real 3 s heartbeat, reads,
+        # writes, read-back) took longer than 15 s; alone it passes in a few seconds.
+        await d.watcher.wait_for(d.topics.victron, synced, timeout=30)
 
         # A late subscriber gets it retained, naming the GX and what its slots hold.
         async with watching(broker, d.topics.victron) as late:
