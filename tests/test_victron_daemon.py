@@ -91,13 +91,17 @@ async def test_daemon_writes_the_rounded_smart_slot_and_publishes_the_status(
         # Octopus's slot as it is: the rounding is the daemon's job, on the way to the GX.
         assert json.loads(planned.payload)[0]["start"] == z(SMART_START)
 
+        def held(slots: dict[str, Any]) -> list[str]:
+            # Which owned slot holds which window is the connector's choice: it keeps a window
+            # in the slot it already has. With the fixed window, that one may be written before
+            # the first poll has brought the smart slot, and so sit in slot 3.
+            return sorted(json.dumps(value, sort_keys=True) for value in slots.values())
+
         def synced(payload: str) -> bool:
             status = json.loads(payload)
-            return status["slots"] == expected_slots and status["pending_writes"] == []
+            return held(status["slots"]) == held(expected_slots) and status["pending_writes"] == []
 
-        # 30 s: once, in a full run, the sync (broker detection at the real 3 s heartbeat, reads,
-        # writes, read-back) took longer than 15 s; alone it passes in a few seconds.
-        await d.watcher.wait_for(d.topics.victron, synced, timeout=30)
+        await d.watcher.wait_for(d.topics.victron, synced, timeout=15)
 
         # A late subscriber gets it retained, naming the GX and what its slots hold.
         async with watching(broker, d.topics.victron) as late:
@@ -112,10 +116,12 @@ async def test_daemon_writes_the_rounded_smart_slot_and_publishes_the_status(
         assert status["scheduled_charge_status"] == "OK: scheduled charging can run"
 
     common = {"Soc": 100, "AllowDischarge": 0}
-    assert gx.slot(3) == {"Day": 3, "Start": 19 * 3600 + 1800, "Duration": 3600, **common}
+    smart = {"Day": 3, "Start": 19 * 3600 + 1800, "Duration": 3600, **common}
     if include_fixed_window:
-        assert gx.slot(4) == {"Day": 3, "Start": 23 * 3600 + 1800, "Duration": 6 * 3600, **common}
+        fixed = {"Day": 3, "Start": 23 * 3600 + 1800, "Duration": 6 * 3600, **common}
+        assert [gx.slot(3), gx.slot(4)] in ([smart, fixed], [fixed, smart])
     else:
+        assert gx.slot(3) == smart
         assert gx.slot(4) == FACTORY_SLOT
         assert gx.writes_to(4) == []
     assert all(gx.slot(n) == USER_SLOTS[n] and not gx.writes_to(n) for n in USER_SLOTS)
