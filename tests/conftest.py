@@ -162,7 +162,8 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool:
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         timer.cancel()
 
-    item.cancel_timeout = cancel  # type: ignore[attr-defined]
+    # pytest-timeout's protocol: its cancel hook calls item.cancel_timeout() when the test ends.
+    setattr(item, "cancel_timeout", cancel)  # noqa: B010
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, deadline)
     timer.start()

@@ -227,7 +227,7 @@ async def test_api_key_from_a_docker_secret_file(
 async def test_bad_api_key_exits_4(
     simulator: RunningSimulator, secured_broker: Broker, tmp_path: Path
 ) -> None:
-    wrong_key = "sk_live_notTheRightKey0000000123"
+    wrong_key = "sk_live_FAKEnotTheRightKey0123"
     config = write_config(tmp_path, simulator.graphql_url, secured_broker.port, api_key=wrong_key)
     run = await run_check(config)
     assert run.code == EXIT_OCTOPUS, run.output

@@ -29,7 +29,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-REAL_LOOKING_KEY = "sk_live_AbCdEf0123456789GhIjKlMn"
+REAL_LOOKING_KEY = "sk_live_FAKEkeyForTheConfigTests01"
 
 
 def test_example_config_loads_once_the_key_is_filled_in() -> None:
@@ -240,7 +240,7 @@ def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
 
 def test_unknown_key_names_the_key_and_file(tmp_path: Path) -> None:
     path = write(
-        tmp_path, '[octopus]\napi_key = "sk_live_abcdefghijklmnop0001"\n[mqtt]\nhots = "broker"\n'
+        tmp_path, '[octopus]\napi_key = "sk_live_FAKEabcdefghijkl0001"\n[mqtt]\nhots = "broker"\n'
     )
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ={})
@@ -250,7 +250,7 @@ def test_unknown_key_names_the_key_and_file(tmp_path: Path) -> None:
 
 
 def test_invalid_value_points_at_key_and_environment_variable(tmp_path: Path) -> None:
-    path = write(tmp_path, '[octopus]\napi_key = "sk_live_abcdefghijklmnop0001"\n')
+    path = write(tmp_path, '[octopus]\napi_key = "sk_live_FAKEabcdefghijkl0001"\n')
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ={"IOAGENT_TARIFF__OFFPEAK_START": "25:00"})
     message = str(info.value)
@@ -271,7 +271,7 @@ def test_bad_toml_is_reported_with_the_file(tmp_path: Path) -> None:
 
 def test_environment_overrides_file_and_nests(tmp_path: Path) -> None:
     path = write(
-        tmp_path, '[octopus]\napi_key = "sk_live_fromTheConfigFile00001"\n[mqtt]\nport = 1883\n'
+        tmp_path, '[octopus]\napi_key = "sk_live_FAKEfromTheConfig0001"\n[mqtt]\nport = 1883\n'
     )
     settings = load_settings(
         path,
@@ -279,24 +279,24 @@ def test_environment_overrides_file_and_nests(tmp_path: Path) -> None:
     )
     assert settings.mqtt.port == 2883
     assert settings.octopus.account_number == "A-0000000A"
-    assert settings.octopus.api_key.get_secret_value() == "sk_live_fromTheConfigFile00001"
+    assert settings.octopus.api_key.get_secret_value() == "sk_live_FAKEfromTheConfig0001"
 
 
 def test_config_path_from_environment(tmp_path: Path) -> None:
-    path = write(tmp_path, '[octopus]\napi_key = "sk_live_fromTheEnvPath0000001"\n')
+    path = write(tmp_path, '[octopus]\napi_key = "sk_live_FAKEfromTheEnvPath001"\n')
     settings = load_settings(None, environ={"IOAGENT_CONFIG": str(path)})
-    assert settings.octopus.api_key.get_secret_value() == "sk_live_fromTheEnvPath0000001"
+    assert settings.octopus.api_key.get_secret_value() == "sk_live_FAKEfromTheEnvPath001"
 
 
 def test_secret_from_file(tmp_path: Path) -> None:
     secret = tmp_path / "octopus_api_key"
-    secret.write_text("sk_live_fromASecretFile000001\n")
+    secret.write_text("sk_live_FAKEfromASecret00001\n")
     settings = load_settings(None, environ={"IOAGENT_OCTOPUS__API_KEY_FILE": str(secret)})
-    assert settings.octopus.api_key.get_secret_value() == "sk_live_fromASecretFile000001"
+    assert settings.octopus.api_key.get_secret_value() == "sk_live_FAKEfromASecret00001"
 
 
 def test_secrets_are_not_in_repr_or_errors(tmp_path: Path) -> None:
-    key = "sk_live_SECRETshouldNOTshow0001"
+    key = "sk_live_FAKEsecretShouldNotShow01"
     path = write(
         tmp_path,
         f'[octopus]\napi_key = "{key}"\n[mqtt]\npassword = "mqtt-SECRET-pw"\nport = 0\n',
@@ -321,6 +321,6 @@ def test_secrets_are_not_in_repr_or_errors(tmp_path: Path) -> None:
     ],
 )
 def test_caps_and_checks(tmp_path: Path, toml: str, key: str) -> None:
-    path = write(tmp_path, '[octopus]\napi_key = "sk_live_abcdefghijklmnop0001"\n' + toml)
+    path = write(tmp_path, '[octopus]\napi_key = "sk_live_FAKEabcdefghijkl0001"\n' + toml)
     with pytest.raises(ConfigError, match=re.escape(key)):
         load_settings(path, environ={})

@@ -368,7 +368,7 @@ async def test_a_removed_field_marks_the_api_changed_and_keeps_the_plan(
 async def test_a_wrong_api_key_says_auth_failed(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    wrong = {"api_key": "sk_live_notAKeyOctopusKnows0001"}
+    wrong = {"api_key": "sk_live_FAKEnotAKnownKey00001"}
     async with running_daemon(broker, simulator, tmp_path, wait_for_poll=False, octopus=wrong) as d:
         api = await d.watcher.wait_for(
             d.topics.api, lambda p: json.loads(p)["state"] == "auth_failed", timeout=20

@@ -11,7 +11,7 @@ from ioagent.runtime.daemon import Daemon
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT
 from tests.broker import Broker
-from tests.harness import RunningDaemon, daemon_settings, watching
+from tests.harness import daemon_settings, stop_daemon, watching
 
 BASE = "ioagent"
 
@@ -19,12 +19,11 @@ BASE = "ioagent"
 async def test_a_refused_key_without_an_account_number_shows_on_the_setup_topics(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    wrong = {"api_key": "sk_live_NotAKeyOctopusKnows000", "account_number": None}
+    wrong = {"api_key": "sk_live_FAKEnotAKnownKey00002", "account_number": None}
     settings = daemon_settings(broker, simulator, tmp_path, octopus=wrong)
     async with watching(broker) as watcher:
         daemon = Daemon(settings)
         task = asyncio.create_task(daemon.run())
-        handle = RunningDaemon(daemon, settings, None, watcher, task)  # type: ignore[arg-type]
         try:
             await watcher.wait_for(setup_status_topic(BASE), lambda p: p == "online", timeout=15)
             seen = await watcher.wait_for(setup_api_topic(BASE), timeout=15)
@@ -38,7 +37,7 @@ async def test_a_refused_key_without_an_account_number_shows_on_the_setup_topics
                 kept = await late.wait_for(setup_api_topic(BASE), timeout=5)
             assert kept.retain and json.loads(kept.payload)["state"] == "auth_failed"
         finally:
-            await handle.stop()
+            await stop_daemon(daemon, task)
         await watcher.wait_for(setup_status_topic(BASE), lambda p: p == "offline", timeout=5)
 
 
@@ -52,7 +51,6 @@ async def test_a_found_account_clears_the_setup_topics(
         await watcher.publish(setup_status_topic(BASE), "offline", retain=True)
         daemon = Daemon(settings)
         task = asyncio.create_task(daemon.run())
-        handle = RunningDaemon(daemon, settings, None, watcher, task)  # type: ignore[arg-type]
         try:
             await watcher.wait_for(f"{BASE}/{DEFAULT_ACCOUNT}/api", timeout=30)
             await watcher.wait_for(setup_api_topic(BASE), lambda p: p == "", timeout=10)
@@ -61,4 +59,4 @@ async def test_a_found_account_clears_the_setup_topics(
                 await asyncio.sleep(0.5)
                 assert late.messages == [], "nothing retained is left on the setup topics"
         finally:
-            await handle.stop()
+            await stop_daemon(daemon, task)

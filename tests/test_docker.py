@@ -217,7 +217,7 @@ def test_healthcheck_passes_on_the_daemons_own_fresh_heartbeat(
     storage = tmp_path / "ioagent.db"
     settings = load_settings(
         environ={
-            "IOAGENT_OCTOPUS__API_KEY": "sk_live_dockerTest0000000001",
+            "IOAGENT_OCTOPUS__API_KEY": "sk_live_FAKEdockerTest000001",
             "IOAGENT_STORAGE__PATH": str(storage),
         }
     )

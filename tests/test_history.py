@@ -242,7 +242,7 @@ def _prepare(tmp_path: Path, now: datetime) -> tuple[Path, date]:
     store.close()
     config = tmp_path / "ioagent.toml"
     config.write_text(
-        f'[octopus]\napi_key = "sk_live_historyTest00000000001"\n\n[storage]\npath = "{db}"\n'
+        f'[octopus]\napi_key = "sk_live_FAKEhistoryTest0000001"\n\n[storage]\npath = "{db}"\n'
     )
     return config, night
 
@@ -316,7 +316,7 @@ def test_history_without_a_database_says_so(
     config = tmp_path / "ioagent.toml"
     missing = tmp_path / "nothing" / "ioagent.db"
     config.write_text(
-        f'[octopus]\napi_key = "sk_live_historyTest00000000001"\n\n[storage]\npath = "{missing}"\n'
+        f'[octopus]\napi_key = "sk_live_FAKEhistoryTest0000001"\n\n[storage]\npath = "{missing}"\n'
     )
     assert main(["history", "--config", str(config)]) == 1
     assert f"database {missing} does not exist" in capsys.readouterr().err
@@ -338,7 +338,7 @@ def test_a_fresh_database_reports_only_the_night_it_has_seen(
     store.close()
     config = tmp_path / "ioagent.toml"
     config.write_text(
-        '[octopus]\napi_key = "sk_live_historyTest00000000001"\n'
+        '[octopus]\napi_key = "sk_live_FAKEhistoryTest0000001"\n'
         f'account_number = "{ACCOUNT}"\n[storage]\npath = "ioagent.db"\n'
     )
     assert main(["history", "--config", str(config), "--json"]) == 0
@@ -356,7 +356,7 @@ def test_a_database_the_daemon_never_polled_with_has_no_history(
     Store.open(tmp_path / "ioagent.db").close()
     config = tmp_path / "ioagent.toml"
     config.write_text(
-        '[octopus]\napi_key = "sk_live_historyTest00000000001"\n'
+        '[octopus]\napi_key = "sk_live_FAKEhistoryTest0000001"\n'
         f'account_number = "{ACCOUNT}"\n[storage]\npath = "ioagent.db"\n'
     )
     assert main(["history", "--config", str(config)]) == 0
@@ -369,7 +369,7 @@ def test_history_finds_the_database_relative_to_the_config_file(
     config, night = _prepare(tmp_path, datetime.now(UTC))
     # The same database, named relative to the config file's folder.
     config.write_text(
-        '[octopus]\napi_key = "sk_live_historyTest00000000001"\n[storage]\npath = "state/ioagent.db"\n'
+        '[octopus]\napi_key = "sk_live_FAKEhistoryTest0000001"\n[storage]\npath = "state/ioagent.db"\n'
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

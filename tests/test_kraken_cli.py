@@ -311,7 +311,7 @@ async def test_key_with_several_accounts_exits_2_listing_them(
 async def test_bad_key_exits_1_with_one_clear_line(
     simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    bad_key = "sk_live_definitelyWrongKey000001"
+    bad_key = "sk_live_FAKEdefinitelyWrongKey001"
     run = await run_cli("--config", str(write_config(tmp_path, simulator.graphql_url, bad_key)))
     assert run.code == 1
     assert run.stdout == ""

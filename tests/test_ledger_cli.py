@@ -60,7 +60,7 @@ def _prepare(tmp_path: Path, *, signals: bool = True, disagree_at: time | None =
     store.close()
     config = tmp_path / "ioagent.toml"
     config.write_text(
-        f'[octopus]\napi_key = "sk_live_LedgerTestKey00000001"\n\n[storage]\npath = "{db}"\n'
+        f'[octopus]\napi_key = "sk_live_FAKEledgerTestKey0001"\n\n[storage]\npath = "{db}"\n'
     )
     return config
 
@@ -122,7 +122,7 @@ def test_bad_arguments_and_a_missing_database(
     assert main(["ledger", "--days", "0"]) == 2
     config = tmp_path / "ioagent.toml"
     config.write_text(
-        f'[octopus]\napi_key = "sk_live_LedgerTestKey00000001"\n\n[storage]\npath = "{tmp_path / "x.db"}"\n'
+        f'[octopus]\napi_key = "sk_live_FAKEledgerTestKey0001"\n\n[storage]\npath = "{tmp_path / "x.db"}"\n'
     )
     assert main(["ledger", "--config", str(config)]) == 1
     assert "does not exist" in capsys.readouterr().err

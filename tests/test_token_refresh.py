@@ -71,7 +71,7 @@ def daemon(clock: FakeClock, tmp_path: Path) -> Daemon:
     settings = Settings.model_validate(
         {
             "octopus": {
-                "api_key": "sk_live_tokenRefreshTest000001",
+                "api_key": "sk_live_FAKEtokenRefresh00001",
                 "account_number": "A-TEST0001",
             },
             "storage": {"path": str(tmp_path / "ioagent.db")},

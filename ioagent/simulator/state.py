@@ -24,15 +24,15 @@ from ioagent.simulator.tariffs import SimProduct, SimTariffs
 from ioagent.timeutil import Clock, iso_z
 
 DEFAULT_ACCOUNT = "A-SIM00001"
-DEFAULT_API_KEY = "sk_live_ioagentSimulatorKey00001"
+DEFAULT_API_KEY = "sk_live_FAKEsimulatorKey000001"
 DEFAULT_EV_ID = "00000000-5117-4e0a-9c1d-000000000001"
 DEFAULT_DEVICE_ID = DEFAULT_EV_ID
 SECOND_ACCOUNT = "A-SIM00002"
-SECOND_API_KEY = "sk_live_ioagentSimulatorKey00002"
+SECOND_API_KEY = "sk_live_FAKEsimulatorKey000002"
 DEFAULT_CHARGER_ID = "00000000-5117-4e0a-9c1d-000000000002"
 MIXED_ACCOUNT = "A-SIM00009"
 """An account as real accounts often are: one live EV among devices without smart charging."""
-MIXED_API_KEY = "sk_live_ioagentSimulatorKey00009"
+MIXED_API_KEY = "sk_live_FAKEsimulatorKey000009"
 MIXED_LIVE_EV_ID = "00000000-5117-4e0a-9c1d-000000000031"
 MIXED_RETIRED_EV_ID = "00000000-5117-4e0a-9c1d-000000000032"
 MIXED_BATTERY_ID = "00000000-5117-4e0a-9c1d-000000000033"

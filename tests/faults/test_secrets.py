@@ -23,7 +23,7 @@ from tests.faults import client_for
 from tests.faults.conftest import IOAGENT_PASSWORD, IOAGENT_USER, SecuredBroker
 from tests.faults.test_kill_restart import DaemonProcess, write_config
 
-CANARY_KEY = secret("sk_live_CANARY5f1c9e0000000001")
+CANARY_KEY = secret("sk_live_FAKEcanaryKey00000001")
 TOPICS = Topics("ioagent", DEFAULT_ACCOUNT)
 
 
