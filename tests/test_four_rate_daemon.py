@@ -157,6 +157,9 @@ async def test_a_migration_from_legacy_changes_the_rules_without_a_restart(
             t = d.topics
             await d.watcher.wait_for(t.tariff, lambda p: json.loads(p)["family"] == "legacy")
             await d.watcher.wait_for(t.offpeak, lambda p: p == "true")
+            # One publish writes offpeak, then confidence, allowance and dispatching: wait for
+            # its last topic, so the reads below see that publish and not a half of it.
+            await d.watcher.wait_for(t.dispatching, lambda p: p in ("true", "false"))
             assert d.watcher.last(t.offpeak_confidence) == "planned"
             assert d.watcher.last(t.allowance_remaining) is None, "legacy has no allowance"
             mark = len(d.watcher.messages)
