@@ -15,7 +15,7 @@ import pytest
 from ioagent.ledger import schedule
 from ioagent.ledger.windows import floor_half_hour, local_day_bounds
 from ioagent.runtime import ledger_task
-from ioagent.simulator.ledger import mpan_for
+from ioagent.simulator.ledger import ledger_settings, mpan_for
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_EV_ID
 from ioagent.store.database import Store
@@ -111,3 +111,22 @@ async def test_without_a_configured_mpan_the_agreements_one_is_used(
         yesterday = await d.watcher.wait_for(f"{root}/ledger/yesterday", timeout=60)
     assert json.loads(yesterday.payload)["total_gbp"] > 0
     assert _calls(simulator, "account") >= 2, "agreements, then the measurements"
+
+
+@pytest.mark.timeout(120)
+async def test_an_unknown_label_is_reported_on_the_api_topic(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_task, "START_DELAY", 0.2)
+    monkeypatch.setattr(schedule, "LEDGER_PER_MINUTE", 60)
+    settled = floor_half_hour(datetime.now(UTC) - timedelta(days=3))
+    ledger_settings(simulator.state).unknown_labels[(DEFAULT_ACCOUNT, settled)] = "HOME BONUS"
+    mpan = mpan_for(simulator.state, DEFAULT_ACCOUNT)
+    ledger = {"mpan": mpan, "backfill_days": 4, "calls_per_hour": 60}
+    async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:
+        seen = await d.watcher.wait_for(
+            d.topics.api, lambda p: json.loads(p)["ledger"] != "ok", timeout=60
+        )
+        note = json.loads(seen.payload)["ledger"]
+        assert "HOME BONUS" in note and "1 settled half-hour" in note, note
+        assert json.loads(seen.payload)["state"] == "ok", "the plan's own health is untouched"

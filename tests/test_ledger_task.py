@@ -21,6 +21,7 @@ from ioagent.config import LedgerSettings
 from ioagent.kraken.client import KrakenClient
 from ioagent.ledger.schedule import fetch_range
 from ioagent.ledger.windows import fetch_windows, floor_half_hour
+from ioagent.runtime import ledger_task
 from ioagent.runtime.ledger_task import LedgerTask
 from ioagent.simulator.ledger import mpan_for
 from ioagent.simulator.server import RunningSimulator, run_simulator
@@ -54,7 +55,7 @@ class World:
     http: aiohttp.ClientSession
     client: KrakenClient
     published: dict[str, str] = field(default_factory=dict)
-    notices: list[str] = field(default_factory=list)
+    notices: list[str | None] = field(default_factory=list)
 
     def task(self, settings: LedgerSettings, mpan: str | None = "sim") -> LedgerTask:
         async def the_mpan() -> str | None:
@@ -63,7 +64,7 @@ class World:
         async def publish(suffix: str, payload: str) -> None:
             self.published[suffix] = payload
 
-        async def notice(text: str) -> None:
+        async def notice(text: str | None) -> None:
             self.notices.append(text)
 
         return LedgerTask(
@@ -149,8 +150,17 @@ async def test_an_unknown_label_is_reported_once(world: World) -> None:
     first = await task.fetch_once()
     second = await task.fetch_once()
     assert first.unknown_labels == second.unknown_labels == ["HOME BONUS RATE"]
-    assert len(world.notices) == 1
-    assert "HOME BONUS RATE" in world.notices[0]
+    assert len(world.notices) == 1, "the api note is sent when it changes, not every fetch"
+    note = world.notices[0]
+    assert note is not None and "HOME BONUS RATE" in note and "1 settled half-hour" in note
+    # Octopus re-bills it with a known label: the note goes (the half-hour is re-fetched)
+    await world.control(
+        "/ledger/unknown_label",
+        {"account": DEFAULT_ACCOUNT, "start": at.isoformat(), "label": None},
+    )
+    task.settings = LedgerSettings(backfill_days=5, refetch_days=5, calls_per_hour=60)
+    await task.fetch_once()
+    assert world.notices[-1] is None
 
 
 async def test_agreement_is_one_then_a_rule_change_shows_within_one_fetch(world: World) -> None:
@@ -200,6 +210,7 @@ async def test_without_an_mpan_nothing_is_asked(world: World) -> None:
     report = await task.fetch_once()
     assert report.skipped == "no import MPAN known yet"
     assert task.request_times == []
+    assert world.notices == [ledger_task.NO_MPAN_NOTE], "the api topic says why"
 
 
 async def test_a_failed_fetch_is_retried_soon_with_backoff_then_on_schedule(world: World) -> None:
@@ -227,3 +238,7 @@ async def test_a_failed_fetch_is_retried_soon_with_backoff_then_on_schedule(worl
     # ... then a fetch that works, and the next one waits for its schedule (12 h apart)
     assert third > 3600
     assert "ledger/agreement" in world.published
+    # the api topic said so while it failed, and ok (None) once a fetch worked
+    failed = world.notices[0]
+    assert failed is not None and failed.startswith("degraded: settled billing unreadable")
+    assert world.notices[1:] == [None]

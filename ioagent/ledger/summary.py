@@ -123,3 +123,21 @@ def month_json(
     expected = int((end - start) / timedelta(minutes=30))
     result = totals(rows, start, min(end, to_utc(now)), expected)
     return {"month": first.strftime("%Y-%m"), **result.as_json()}
+
+
+def unknown_label_note(rows: Sequence[SettledHalfHour]) -> str | None:
+    """The ``api`` topic's ``ledger`` note for settled half-hours whose labels ioagent does not
+    know (kept as ``unknown``, never counted as peak or off-peak), or None when there are none.
+
+    Read from the stored rows, not from one fetch, so it stays while such half-hours are in the
+    ledger and goes once they are re-billed with known labels or pruned.
+    """
+    unknown = [row for row in rows if row.unknown]
+    if not unknown:
+        return None
+    labels = sorted({label for row in unknown for label in row.unknown_labels})
+    count = len(unknown)
+    return (
+        f"unknown labels: {', '.join(labels)} in {count} settled half-hour"
+        f"{'' if count == 1 else 's'}, kept as unknown and not compared; please report them"
+    )

@@ -142,6 +142,7 @@ class ApiHealth:
         *,
         product_note: str | None = None,
         rates_note: str | None = None,
+        ledger_note: str | None = None,
     ) -> str:
         stale = None
         if self.last_success is not None:
@@ -156,6 +157,7 @@ class ApiHealth:
                 "storage": "ok" if storage_error is None else f"degraded: {storage_error}",
                 "product": product_note or "ok",
                 "rates": rates_note or "ok",
+                "ledger": ledger_note or "ok",
             },
             sort_keys=True,
         )
@@ -218,6 +220,8 @@ class AccountAgent:
         self.rates_checked_at: datetime | None = None
         self.rates_retry_at: datetime | None = None
         self.rates_note: str | None = None
+        self.ledger_note: str | None = None
+        """Set by the ledger task: what is wrong with the settled billing (None: ``ok``)."""
         self.rates_budget = CallBudget(per_hour=12, per_minute=6)
         self.device_budget = CallBudget(per_hour=12, per_minute=2)
         self.charging_seen: list[datetime] = []
@@ -332,6 +336,11 @@ class AccountAgent:
         if retain and self.store is not None:
             await self.store.save_retained(topic, payload, self.clock())
 
+    async def set_ledger_note(self, note: str | None) -> None:
+        """The ledger's state changed: say so on the ``api`` topic."""
+        self.ledger_note = note
+        await self.publish_api()
+
     async def publish_api(self) -> None:
         storage_error = None
         if self.store is not None and not self.store.healthy:
@@ -343,6 +352,7 @@ class AccountAgent:
                 storage_error,
                 product_note=self.product_note,
                 rates_note=self.rates_note,
+                ledger_note=self.ledger_note,
             ),
         )
 

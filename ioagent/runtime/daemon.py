@@ -319,6 +319,7 @@ class Daemon:
                     bridge,
                     self.clock,
                     account_mpan=self._account_mpan,
+                    notice=self.agent.set_ledger_note,
                 )
                 if ledger is not None:
                     work.append(

@@ -8,8 +8,9 @@ blocked: every wait is an ``await``).
 
 The daemon starts :func:`daemon_ledger_task` in its task group when ``[ledger] mpan`` is set
 (until the agreements query provides the MPAN), and publishes through a
-:class:`SignalRecorder`, which stores every change of ``offpeak`` and ``ev/offpeak``. Not yet
-done: putting an unknown label on the ``api`` topic (it is logged once).
+:class:`SignalRecorder`, which stores every change of ``offpeak`` and ``ev/offpeak``. What is
+wrong with the ledger (no MPAN, a failed fetch, labels ioagent does not know) goes to the
+``api`` topic's ``ledger`` key through ``notice``; an unknown label is also logged once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ioagent.kraken.client import KrakenClient, settled_half_hours
 from ioagent.ledger.parse import ParsedPage, SettledHalfHour, merge_pages
 from ioagent.ledger.reconcile import agreement_json, reconcile
 from ioagent.ledger.schedule import fetch_range, ledger_budget, next_fetch, next_request_at
-from ioagent.ledger.summary import month_json, yesterday_json
+from ioagent.ledger.summary import month_json, unknown_label_note, yesterday_json
 from ioagent.logs import get_logger
 from ioagent.mqtt.publisher import Publisher as Publisher_
 from ioagent.store.async_store import AsyncStore
@@ -56,7 +57,12 @@ MAX_SINGLE_REFETCHES = 12
 
 Publish = Callable[[str, str], Awaitable[None]]
 """``(topic suffix under {base}/{acct}/, payload)``."""
-Notice = Callable[[str], Awaitable[None]]
+Notice = Callable[[str | None], Awaitable[None]]
+"""The ledger's note for the ``api`` topic changed (None: all is well)."""
+NO_MPAN_NOTE = (
+    "waiting: no import MPAN known yet (it is read from the account's electricity agreement;"
+    " or set [ledger] mpan)"
+)
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -98,6 +104,8 @@ class LedgerTask:
         self.budget = budget or ledger_budget(settings.calls_per_hour)
         self.request_times: list[datetime] = []
         self._labels_reported: set[str] = set()
+        self.note: str | None = None
+        """What the ``api`` topic says of the ledger now (None: ``ok``)."""
 
     async def _gate(self) -> None:
         """Wait until the ledger's budget and the quiet seconds allow one request."""
@@ -115,6 +123,7 @@ class LedgerTask:
         mpan = await self.mpan()
         if not mpan:
             report.skipped = "no import MPAN known yet"
+            await self._set_note(NO_MPAN_NOTE)
             return report
         now = self.clock()
         latest = await self.store._run(lambda s: latest_settled(s, self.account), None)
@@ -140,8 +149,9 @@ class LedgerTask:
         for rebill in saved.rebilled:
             _log.info("settled half-hour re-billed", account=self.account, **rebill.as_log())
         report.unknown_labels = page.unknown_labels
-        await self._report_labels(page.unknown_labels)
-        await self._publish()
+        self._log_labels(page.unknown_labels)
+        rows = await self._publish()
+        await self._set_note(unknown_label_note(rows))
         return report
 
     async def _refetch_stripped(self, page: ParsedPage, mpan: str) -> ParsedPage:
@@ -159,18 +169,24 @@ class LedgerTask:
             )
         return merge_pages(pages)
 
-    async def _report_labels(self, labels: list[str]) -> None:
+    def _log_labels(self, labels: list[str]) -> None:
         new = [label for label in labels if label not in self._labels_reported]
         if not new:
             return
         self._labels_reported.update(new)
         # Logged once per label, with the label: a new vocabulary must be seen, never guessed.
         _log.warning("unknown settled-billing label", account=self.account, labels=new)
-        if self.notice is not None:
-            await self.notice(
-                f"settled billing has labels ioagent does not know: {', '.join(new)}; "
-                "those half-hours are kept as unknown"
-            )
+
+    async def _set_note(self, note: str | None) -> None:
+        if note == self.note:
+            return
+        self.note = note
+        if self.notice is None:
+            return
+        try:
+            await self.notice(note)
+        except Exception as exc:  # a note that cannot be shown must not stop the ledger
+            _log.warning("ledger note not published", account=self.account, error=str(exc))
 
     @staticmethod
     def payloads(
@@ -188,9 +204,8 @@ class LedgerTask:
             "ledger/agreement": json.dumps(agreement, separators=(",", ":")),
         }
 
-    async def _publish(self) -> None:
-        if self.publish is None:
-            return
+    async def _publish(self) -> list[SettledHalfHour]:
+        """Publish the three payloads from the store; returns the rows they were made from."""
         now = self.clock()
         since = now - timedelta(days=max(AGREEMENT_DAYS, 32))
         no_rows: list[SettledHalfHour] = []
@@ -204,9 +219,11 @@ class LedgerTask:
         car = await self.store._run(
             lambda s: transitions_between(s, self.account, CAR_SIGNAL, since, now), no_signal
         )
-        for suffix, payload in self.payloads(rows, home, car, now).items():
-            if payload != "null":  # no fully settled day yet: nothing to say
-                await self.publish(suffix, payload)
+        if self.publish is not None:
+            for suffix, payload in self.payloads(rows, home, car, now).items():
+                if payload != "null":  # no fully settled day yet: nothing to say
+                    await self.publish(suffix, payload)
+        return rows
 
     async def run(self, stop: asyncio.Event, first_delay: float = 0.0) -> None:
         """Fetch after ``first_delay`` s, then ``fetches_per_day`` times a day, until ``stop``."""
@@ -222,6 +239,9 @@ class LedgerTask:
                 failures += 1
                 _log.warning(
                     "ledger fetch failed", account=self.account, error=str(exc), failures=failures
+                )
+                await self._set_note(
+                    f"degraded: settled billing unreadable ({exc}); the stored ledger is kept"
                 )
             now = self.clock()
             at = next_fetch(now, self.account, self.settings.fetches_per_day)
@@ -275,6 +295,7 @@ def daemon_ledger_task(
     publisher: Publisher_,
     clock: Clock,
     account_mpan: Callable[[], str | None] | None = None,
+    notice: Notice | None = None,
 ) -> LedgerTask | None:
     """The daemon's ledger task, or None when it has no way to learn the import MPAN.
 
@@ -293,4 +314,6 @@ def daemon_ledger_task(
     async def publish(suffix: str, payload: str) -> None:
         await publisher.publish(f"{root}/{suffix}", payload, retain=True)
 
-    return LedgerTask(client, store, account, the_mpan, settings, clock=clock, publish=publish)
+    return LedgerTask(
+        client, store, account, the_mpan, settings, clock=clock, publish=publish, notice=notice
+    )

@@ -6,7 +6,7 @@
 * ``POST /control/ledger/rebill`` ``{"account", "start", "home"?, "car"?}`` — bill that
   half-hour with these bands from now on (a re-bill, as Octopus does days later);
 * ``POST /control/ledger/unknown_label`` ``{"account", "start", "label"}`` — that half-hour's
-  home bucket carries a label nobody knows;
+  home bucket carries a label nobody knows (``"label": null`` puts the known one back);
 * ``GET /control/ledger`` — the current settings.
 """
 
@@ -96,7 +96,11 @@ async def unknown_label(request: web.Request) -> web.StreamResponse:
     start = _time(body, "start")
     if start.minute % 30 or start.second or start.microsecond:
         raise BadRequest("'start' must be on a half-hour")
-    ledger_settings(_state(request)).unknown_labels[(account, start)] = _text(body, "label")
+    labels = ledger_settings(_state(request)).unknown_labels
+    if body.get("label") is None:  # Octopus fixes its label: the half-hour is re-billed known
+        labels.pop((account, start), None)
+    else:
+        labels[(account, start)] = _text(body, "label")
     return _ok()
 
 
