@@ -17,7 +17,7 @@ import pytest
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent / "ioagent"
 
 PURE_CORE = ("ioagent.tariff", "ioagent.victron.slots", "ioagent.mqtt.commands",
-             "ioagent.mqtt.homeassistant", "ioagent.ledger", "ioagent.mqtt.ledger_discovery")  # fmt: skip
+             "ioagent.mqtt.homeassistant", "ioagent.ledger")  # fmt: skip
 """Decisions as pure functions: no I/O library, no store, no runtime."""
 PURE_CORE_FORBIDDEN = ("aiohttp", "aiomqtt", "paho", "apscheduler", "sqlite3", "ioagent.store",
                        "ioagent.runtime")  # fmt: skip

@@ -14,6 +14,8 @@ import pytest
 
 from ioagent.ledger import schedule
 from ioagent.ledger.windows import floor_half_hour, local_day_bounds
+from ioagent.mqtt.homeassistant import discovery_topic
+from ioagent.mqtt.topics import LEDGER_TOPICS
 from ioagent.runtime import ledger_task
 from ioagent.simulator.ledger import ledger_settings, mpan_for
 from ioagent.simulator.server import RunningSimulator
@@ -130,3 +132,49 @@ async def test_an_unknown_label_is_reported_on_the_api_topic(
         note = json.loads(seen.payload)["ledger"]
         assert "HOME BONUS" in note and "1 settled half-hour" in note, note
         assert json.loads(seen.payload)["state"] == "ok", "the plan's own health is untouched"
+
+
+def _ledger_entities(payload: str) -> dict[str, str]:
+    components = json.loads(payload)["components"] if payload else {}
+    return {k: v["state_topic"] for k, v in components.items() if k.startswith("ledger_")}
+
+
+@pytest.mark.timeout(150)
+async def test_home_assistant_gets_a_ledger_entity_once_its_topic_is_published(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_task, "START_DELAY", 3.0)
+    monkeypatch.setattr(schedule, "LEDGER_PER_MINUTE", 60)
+    mpan = mpan_for(simulator.state, DEFAULT_ACCOUNT)
+    ledger = {"mpan": mpan, "backfill_days": 4, "calls_per_hour": 60}
+    topic = discovery_topic("homeassistant", DEFAULT_ACCOUNT)
+    async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:
+        first = await d.watcher.wait_for(topic, timeout=10)
+        assert _ledger_entities(first.payload) == {}, "nothing is published on them yet"
+        announced = await d.watcher.wait_for(
+            topic, lambda p: len(_ledger_entities(p)) == 3, timeout=60
+        )
+        for name in LEDGER_TOPICS:
+            published = [m for m in d.watcher.messages if m.topic == d.topics.ledger(name)]
+            assert published, f"ledger/{name} announced but never published"
+            assert published[0].at <= announced.at, f"ledger/{name} announced before published"
+        assert set(_ledger_entities(announced.payload).values()) == {
+            d.topics.ledger(name) for name in LEDGER_TOPICS
+        }
+        before = {name: d.watcher.last(d.topics.ledger(name)) or "" for name in LEDGER_TOPICS}
+    # A restart with a broker that lost its retained messages: the stored ledger goes back on
+    # MQTT at once, from the store (no fetch before START_DELAY), and HA keeps its entities.
+    broker.restart()  # persistence is off: every retained message is gone
+    monkeypatch.setattr(ledger_task, "START_DELAY", 600.0)
+    calls = _calls(simulator, "account")
+    async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:
+        for name in LEDGER_TOPICS:
+            seen = await d.watcher.wait_for(d.topics.ledger(name), timeout=10)
+            now, then = json.loads(seen.payload), json.loads(before[name])
+            assert now["half_hours"] == then["half_hours"], name  # the same stored rows
+            assert now.get("total_gbp") == then.get("total_gbp"), name
+        again = await d.watcher.wait_for(topic, timeout=10)
+        assert len(_ledger_entities(again.payload)) == 3
+    assert _calls(simulator, "account") - calls <= 1, "the agreements at most: no measurements"
+    announced_again = [_ledger_entities(m.payload) for m in d.watcher.messages if m.topic == topic]
+    assert announced_again and all(len(v) == 3 for v in announced_again), "never removed"

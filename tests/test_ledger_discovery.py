@@ -1,4 +1,4 @@
-"""The ledger's Home Assistant entities (pure; not yet announced by the daemon)."""
+"""The ledger's Home Assistant entities (pure): one per ledger topic already published."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ioagent.config import HomeAssistantSettings
 from ioagent.ledger.parse import Bucket, SettledHalfHour
 from ioagent.ledger.reconcile import agreement_json, reconcile
 from ioagent.ledger.summary import month_json, yesterday_json
 from ioagent.ledger.windows import local_day_bounds
-from ioagent.mqtt.ledger_discovery import ledger_components, ledger_topic
+from ioagent.mqtt.homeassistant import discovery_messages, ledger_components
+from ioagent.mqtt.topics import LEDGER_TOPICS, Topics
 
-ROOT = "ioagent/A-1234ABCD"
+TOPICS = Topics("ioagent", "A-1234ABCD")
+ROOT = TOPICS.root
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
 
@@ -37,7 +40,7 @@ def fields(template: str) -> set[str]:
 
 
 def test_costs_are_monetary_totals_reading_fields_the_payloads_have() -> None:
-    components = ledger_components(ROOT, "a_1234abcd")
+    components = ledger_components(TOPICS, "a_1234abcd", LEDGER_TOPICS)
     payloads = {"yesterday": yesterday_json(_rows(), NOW), "month": month_json(_rows(), NOW)}
     for key, topic in (("ledger_yesterday", "yesterday"), ("ledger_month", "month")):
         entity = components[key]
@@ -54,7 +57,7 @@ def test_costs_are_monetary_totals_reading_fields_the_payloads_have() -> None:
 
 
 def test_agreement_is_a_diagnostic_percentage_unknown_before_any_comparison() -> None:
-    entity = ledger_components(ROOT, "a_1234abcd")["ledger_agreement"]
+    entity = ledger_components(TOPICS, "a_1234abcd", LEDGER_TOPICS)["ledger_agreement"]
     assert entity["entity_category"] == "diagnostic"
     assert entity["unit_of_measurement"] == "%"
     assert fields(entity["value_template"]) == {"ratio"}
@@ -65,6 +68,31 @@ def test_agreement_is_a_diagnostic_percentage_unknown_before_any_comparison() ->
 
 
 def test_only_the_three_ledger_topics_exist() -> None:
-    assert ledger_topic(ROOT, "month") == f"{ROOT}/ledger/month"
-    with pytest.raises(ValueError):
-        ledger_topic(ROOT, "week")
+    assert TOPICS.ledger("month") == f"{ROOT}/ledger/month"
+    with pytest.raises(ValueError, match="yesterday, month, agreement"):
+        TOPICS.ledger("week")
+
+
+@pytest.mark.parametrize(
+    ("published", "entities"),
+    [
+        ((), set()),
+        (("month", "agreement"), {"ledger_month", "ledger_agreement"}),
+        (LEDGER_TOPICS, {"ledger_yesterday", "ledger_month", "ledger_agreement"}),
+    ],
+)
+def test_the_device_announces_only_the_ledger_topics_published(
+    published: tuple[str, ...], entities: set[str]
+) -> None:
+    [payload] = discovery_messages(
+        TOPICS,
+        account="A-1234ABCD",
+        devices=[],
+        settings=HomeAssistantSettings(),
+        sw_version="0",
+        ledger=published,
+    ).values()
+    components = json.loads(payload)["components"]
+    assert {key for key in components if key.startswith("ledger_")} == entities
+    for key in entities:
+        assert components[key]["state_topic"] == TOPICS.ledger(key.removeprefix("ledger_"))

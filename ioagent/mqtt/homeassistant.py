@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, get_args
 
 from ioagent.config import HomeAssistantSettings
@@ -142,11 +142,13 @@ def discovery_messages(
     read_only: bool = False,
     support_url: str | None = None,
     allowance: bool = True,
+    ledger: Collection[str] = (),
 ) -> dict[str, str]:
     """Discovery topic -> retained JSON payload for ``account``.
 
     ``allowance``: the account's product has the car allowance (four-rate). Without it the
-    allowance topics are never published, so HA gets no entity for them.
+    allowance topics are never published, so HA gets no entity for them. ``ledger``: the
+    ledger topics (``LEDGER_TOPICS``) published so far; each gets its entity.
 
     With ``settings.enabled`` false this returns the removal message for the same topic, so the
     daemon can always publish what it gets and a disabled integration cleans up after itself.
@@ -159,6 +161,7 @@ def discovery_messages(
     slug = account_slug(account)
     components = _account_components(topics, slug)
     components.update(tariff_components(topics, slug, allowance=allowance))
+    components.update(ledger_components(topics, slug, ledger))
     if devices:
         components.update(_device_components(topics, slug, read_only=read_only))
     if not read_only:
@@ -661,4 +664,63 @@ def tariff_components(
     }
     if not allowance:
         del components["allowance_remaining"]
+    return components
+
+
+# --- the settlement ledger (issue 16): announced topic by topic, once each is published ---
+
+
+def ledger_components(
+    topics: Topics, slug: str, published: Collection[str]
+) -> dict[str, dict[str, Any]]:
+    """The ledger's entities for those of its topics (``LEDGER_TOPICS``) already published.
+
+    Only published ones: the ledger's first payloads come after its first fetch (a minute after
+    start, and ``yesterday`` only once a whole day is settled), and an entity announced for a
+    topic with nothing on it would sit ``unknown`` in HA with no hint why.
+
+    The costs are ``monetary`` in GBP with ``state_class: total`` and a ``last_reset`` at the
+    start of their day or month, which HA's Energy dashboard takes as a cost entity. The
+    agreement is a diagnostic percentage; a ratio of ``null`` (nothing compared yet) is HA's
+    ``unknown``, never 0 %.
+    """
+    components: dict[str, dict[str, Any]] = {}
+    costs = {"yesterday": "Settled cost (last day)", "month": "Settled cost (month to date)"}
+    for name, label in costs.items():
+        if name in published:
+            topic = topics.ledger(name)
+            components[f"ledger_{name}"] = _entity(
+                slug,
+                f"ledger_{name}",
+                "sensor",
+                label,
+                state_topic=topic,
+                value_template="{{ value_json.total_gbp }}",
+                last_reset_value_template="{{ value_json.start }}",
+                json_attributes_topic=topic,
+                device_class="monetary",
+                state_class="total",
+                unit_of_measurement="GBP",
+                suggested_display_precision=2,
+                icon="mdi:cash",
+            )
+    if "agreement" in published:
+        topic = topics.ledger("agreement")
+        components["ledger_agreement"] = _entity(
+            slug,
+            "ledger_agreement",
+            "sensor",
+            "Signal agreement with the bill",
+            state_topic=topic,
+            value_template=(
+                "{{ (value_json.ratio * 100) | round(1) "
+                "if value_json.ratio is not none else None }}"
+            ),
+            json_attributes_topic=topic,
+            unit_of_measurement="%",
+            state_class="measurement",
+            entity_category="diagnostic",
+            suggested_display_precision=1,
+            icon="mdi:check-decagram",
+        )
     return components

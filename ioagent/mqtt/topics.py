@@ -25,6 +25,10 @@ def setup_api_topic(base: str) -> str:
     return f"{base}/setup/api"
 
 
+LEDGER_TOPICS = ("yesterday", "month", "agreement")
+"""The settlement ledger's retained topics, ``{base}/{acct}/ledger/<name>`` (docs/ledger.md)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     base: str
@@ -120,6 +124,13 @@ class Topics:
     @property
     def victron(self) -> str:
         return f"{self.root}/victron"
+
+    # --- the settlement ledger (issue 16) ---
+    def ledger(self, name: str) -> str:
+        """``ledger/yesterday``, ``ledger/month`` or ``ledger/agreement`` (JSON, retained)."""
+        if name not in LEDGER_TOPICS:
+            raise ValueError(f"no ledger topic {name!r}; they are {', '.join(LEDGER_TOPICS)}")
+        return f"{self.root}/ledger/{name}"
 
     # --- the account's product, the car allowance and the rates (issue 15) ---
     @property

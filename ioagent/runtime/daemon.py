@@ -46,7 +46,7 @@ from ioagent.mqtt.homeassistant import (
     discovery_topic,
     ha_status_topic,
 )
-from ioagent.mqtt.topics import Topics, setup_api_topic, setup_status_topic
+from ioagent.mqtt.topics import LEDGER_TOPICS, Topics, setup_api_topic, setup_status_topic
 from ioagent.runtime import ledger_task
 from ioagent.runtime.agent import AccountAgent, PollOutcome
 from ioagent.runtime.command_runner import CommandRunner
@@ -79,6 +79,8 @@ BOUNDARY_MAX_WAIT = 60.0
 HEARTBEAT_INTERVAL = 15.0
 HA_BIRTH_DELAY = (1.0, 5.0)
 HA_TOPICS_META = "homeassistant_topics"
+LEDGER_TOPICS_META = "ledger_topics_published"
+"""The ledger topics published so far (JSON list): each has its HA entity, also after a restart."""
 PRUNE_FIRST_DELAY = 120.0
 PRUNE_INTERVAL = 24 * 3600.0
 VICTRON_HORIZON = timedelta(hours=24)
@@ -134,9 +136,11 @@ class Daemon:
         self.ha_birth = asyncio.Event()
         self.rng = random.Random()
         self.stop_overdue = False
+        """Set when a stop outlived :data:`STOP_BOUND`: some task is still running."""
         self._announced_family: bool | None = None
         """Whether the last discovery announced had the allowance entity (a migration changes it)."""
-        """Set when a stop outlived :data:`STOP_BOUND`: some task is still running."""
+        self._ledger_published: set[str] = set()
+        """The ledger topics published (by this run or one before): HA gets an entity for each."""
         register_secret(settings.octopus.api_key.get_secret_value())
         if settings.mqtt.password is not None:
             register_secret(settings.mqtt.password.get_secret_value())
@@ -279,6 +283,8 @@ class Daemon:
         await bridge.clear_retained(setup_status_topic(settings.mqtt.base_topic))
         await bridge.clear_retained(setup_api_topic(settings.mqtt.base_topic))
         restored = await agent.restore()
+        if settings.ledger.enabled:
+            self._ledger_published = await self._stored_ledger_topics()
         await self._remove_stale_discovery()
         log.info(
             "starting",
@@ -320,6 +326,7 @@ class Daemon:
                     self.clock,
                     account_mpan=self._account_mpan,
                     notice=self.agent.set_ledger_note,
+                    on_published=self._ledger_topic_published,
                 )
                 if ledger is not None:
                     work.append(
@@ -521,6 +528,23 @@ class Daemon:
         if self.settings.homeassistant.enabled:
             await self._publish_discovery()
 
+    async def _stored_ledger_topics(self) -> set[str]:
+        try:
+            names = json.loads(await self.store.get_meta(LEDGER_TOPICS_META) or "[]")
+        except ValueError:
+            return set()
+        return {str(n) for n in names if n in LEDGER_TOPICS} if isinstance(names, list) else set()
+
+    async def _ledger_topic_published(self, name: str) -> None:
+        """A ledger topic has a payload: from now on HA gets its entity (announced after the
+        payload, so HA's first read of the topic finds it)."""
+        if name in self._ledger_published:
+            return
+        self._ledger_published.add(name)
+        await self.store.set_meta(LEDGER_TOPICS_META, json.dumps(sorted(self._ledger_published)))
+        if self.settings.homeassistant.enabled:
+            await self._publish_discovery()
+
     def _account_mpan(self) -> str | None:
         """The import MPAN of the agreement in force, once the agreements have been read."""
         product = self.agent.known_product
@@ -552,6 +576,7 @@ class Daemon:
             sw_version=__version__,
             read_only=self.settings.mqtt.read_only,
             allowance=self._has_allowance(),
+            ledger=self._ledger_published,
         )
         self._announced_family = self._has_allowance()
         if not self.agent.devices_listed and previous and set(previous) == set(current):

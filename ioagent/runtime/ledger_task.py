@@ -226,7 +226,17 @@ class LedgerTask:
         return rows
 
     async def run(self, stop: asyncio.Event, first_delay: float = 0.0) -> None:
-        """Fetch after ``first_delay`` s, then ``fetches_per_day`` times a day, until ``stop``."""
+        """Fetch after ``first_delay`` s, then ``fetches_per_day`` times a day, until ``stop``.
+
+        What an earlier run stored is published at once, without a request: a broker that lost
+        its retained messages (or a new one) must not wait for the next fetch.
+        """
+        try:
+            latest = await self.store._run(lambda s: latest_settled(s, self.account), None)
+            if latest is not None:
+                await self._publish()
+        except Exception as exc:  # the ledger must never take the daemon down
+            _log.warning("stored ledger not published", account=self.account, error=str(exc))
         if first_delay > 0:
             await self.sleep(first_delay)
         failures = 0
@@ -296,11 +306,13 @@ def daemon_ledger_task(
     clock: Clock,
     account_mpan: Callable[[], str | None] | None = None,
     notice: Notice | None = None,
+    on_published: Callable[[str], Awaitable[None]] | None = None,
 ) -> LedgerTask | None:
     """The daemon's ledger task, or None when it has no way to learn the import MPAN.
 
     ``[ledger] mpan`` wins; otherwise ``account_mpan`` gives the MPAN of the agreement in force
-    (read by the product task), asked afresh before each fetch.
+    (read by the product task), asked afresh before each fetch. ``on_published`` is told the
+    name (``yesterday``, ``month``, ``agreement``) of each topic published.
     """
     if not settings.enabled or (not settings.mpan and account_mpan is None):
         return None
@@ -313,6 +325,8 @@ def daemon_ledger_task(
 
     async def publish(suffix: str, payload: str) -> None:
         await publisher.publish(f"{root}/{suffix}", payload, retain=True)
+        if on_published is not None:
+            await on_published(suffix.removeprefix("ledger/"))
 
     return LedgerTask(
         client, store, account, the_mpan, settings, clock=clock, publish=publish, notice=notice

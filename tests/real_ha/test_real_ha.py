@@ -113,7 +113,19 @@ def expected_states(held: dict[str, str], t: Topics) -> dict[str, Callable[[str]
         "rate_home": gbp_per_kwh(held.get(t.rate_home, "")),
         "rate_ev": gbp_per_kwh(held.get(t.rate_ev, "")),
         "allowance_remaining": number(float(held.get(t.allowance_remaining) or "nan")),
+        # The settlement ledger: announced once each topic has a payload (docs/ledger.md).
+        "ledger_yesterday": ledger_number(held.get(t.ledger("yesterday")), "total_gbp"),
+        "ledger_month": ledger_number(held.get(t.ledger("month")), "total_gbp"),
+        "ledger_agreement": ledger_number(held.get(t.ledger("agreement")), "ratio", 100),
     }
+
+
+def ledger_number(payload: str | None, key: str, scale: float = 1) -> Callable[[str], bool]:
+    """A ledger payload's number as HA shows it; unknown while it is null."""
+    value = json.loads(payload)[key] if payload else None
+    if value is None:
+        return equals("unknown")
+    return number(round(value * scale, 1) if scale != 1 else value)
 
 
 def gbp_per_kwh(pence: str) -> Callable[[str], bool]:
