@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest_asyncio
@@ -18,7 +18,12 @@ from ioagent.kraken.rest import ProductsClient
 from ioagent.mqtt.topics import Topics
 from ioagent.runtime.agent import AccountAgent
 from ioagent.simulator.server import RunningSimulator, run_simulator
-from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, SimulatorState
+from ioagent.simulator.state import (
+    DEFAULT_ACCOUNT,
+    DEFAULT_API_KEY,
+    DEFAULT_EV_ID,
+    SimulatorState,
+)
 from ioagent.store.async_store import AsyncStore
 from ioagent.timeutil import utc_now
 
@@ -84,16 +89,18 @@ async def test_a_failed_agreements_read_keeps_the_stored_product(
         await close(first)
 
         four_rate_sim.state.add_fault("partial", count=5, field="account")
-        second, publisher = make_agent(four_rate_sim, store, now)
+        # restarted a minute later: the stored budget (1 read a minute) allows the next read
+        later = avoid_boundary(now + timedelta(seconds=61))
+        second, publisher = make_agent(four_rate_sim, store, later)
         await second.restore()
-        assert not await second.refresh_product_if_due(now)
+        assert not await second.refresh_product_if_due(later)
         assert (second.product.family, second.product.product) == (
             "four_rate",
             "IOG-SMB-VAR-24-10-29",
         )
         note = str(api(publisher)["product"])
         assert note.startswith("degraded: agreements unreadable") and "IOG-SMB" in note
-        await second.publish_tariff(now)
+        await second.publish_tariff(later)
         assert json.loads(publisher.retained[TOPICS.tariff])["family"] == "four_rate"
         await close(second)
     finally:
@@ -145,3 +152,48 @@ async def test_a_product_override_applies_without_an_agreement(
     assert (tariff["family"], tariff["source"], tariff["product"]) == ("legacy", "config", None)
     assert TOPICS.allowance_remaining not in publisher.retained
     await close(agent)
+
+
+async def test_a_crash_loop_gets_no_fresh_hour_of_agreements_reads(
+    four_rate_sim: RunningSimulator, tmp_path: Path
+) -> None:
+    # Six restarts a minute and a half apart: each start reads the agreements if the budget
+    # lets it. The budget (4 an hour) must hold across the restarts, not per process.
+    start = avoid_boundary(utc_now())
+    store = await AsyncStore.open(tmp_path / "ioagent.db")
+    reads = 0
+    try:
+        for restart in range(6):
+            now = avoid_boundary(start + timedelta(seconds=90 * restart))
+            agent, _ = make_agent(four_rate_sim, store, now)
+            await agent.restore()
+            await agent.refresh_product_if_due(now)
+            reads += agent.product_checked_at is not None
+            await close(agent)
+    finally:
+        await store.close()
+    assert reads == agent.product_budget.per_hour == 4
+
+
+async def test_charging_seen_before_a_restart_still_counts_after_it(
+    four_rate_sim: RunningSimulator, tmp_path: Path
+) -> None:
+    now = avoid_boundary(utc_now())
+    state = four_rate_sim.state
+    slot_start = now - timedelta(minutes=5)
+    state.add_dispatch(state.device(DEFAULT_EV_ID), slot_start, now + timedelta(minutes=25),
+                       "SMART", 3.5)  # fmt: skip
+    store = await AsyncStore.open(tmp_path / "ioagent.db")
+    try:
+        first, _ = make_agent(four_rate_sim, store, now)
+        assert await first.check_device_state(now), "the simulated car is charging"
+        await close(first)
+        second, _ = make_agent(four_rate_sim, store, now + timedelta(seconds=30))
+        await second.restore()
+        [seen] = second.charging_seen
+        assert abs(seen - now) < timedelta(seconds=1)
+        assert any(piece.start <= seen < piece.end for piece in second.evidence())
+        assert second.device_budget.used_last_hour(now + timedelta(seconds=30)) == 1
+        await close(second)
+    finally:
+        await store.close()

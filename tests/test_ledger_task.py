@@ -126,6 +126,17 @@ async def test_backfill_keeps_its_own_budget_and_the_quiet_seconds(world: World)
     assert agreement["not_compared"]["no_signal"] == report.added
 
 
+async def test_a_restart_keeps_the_ledgers_budget(world: World) -> None:
+    task = world.task(LedgerSettings(backfill_days=7, calls_per_hour=10))
+    await task.fetch_once()
+    spent = task.budget.used_last_hour(world.time.now)
+    assert spent == 10, "the backfill used the whole hour's budget"
+    restarted = world.task(LedgerSettings(backfill_days=7, calls_per_hour=10))
+    await restarted.restore()
+    assert restarted.budget.used_last_hour(world.time.now) == spent
+    assert not restarted.budget.allows(world.time.now)
+
+
 async def test_a_later_fetch_asks_only_for_new_days_and_reports_a_rebill(world: World) -> None:
     task = world.task(LedgerSettings(backfill_days=7, refetch_days=1, calls_per_hour=60))
     await task.fetch_once()

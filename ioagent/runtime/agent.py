@@ -87,6 +87,10 @@ PRODUCT_RETRY = timedelta(minutes=15)
 RATES_HORIZON = timedelta(hours=24)
 PRODUCT_META = "product:{account}"
 RATES_META = "rates:{account}"
+SIDE_BUDGETS_META = "side_budgets:{account}"
+"""The calls made on the agreements, rates and device-check budgets in the last hour (JSON)."""
+CHARGING_META = "charging_seen:{account}"
+"""Instants the car was seen charging (JSON): the four-rate home bonus's evidence."""
 
 log = get_logger("ioagent.agent")
 
@@ -319,6 +323,50 @@ class AccountAgent:
             return True
         return False
 
+    # ----- what a restart must not forget: side budgets and charging evidence -----
+    def _side_budgets(self) -> dict[str, CallBudget]:
+        return {
+            "agreements": self.product_budget,
+            "rates": self.rates_budget,
+            "devices": self.device_budget,
+        }
+
+    async def _remember_side_budgets(self, now: datetime) -> None:
+        """Stored on every spend: a crash loop must not get a fresh hour of calls each start."""
+        if self.store is None:
+            return
+        spent = {
+            name: [iso_z(at) for at in b.recent(now)] for name, b in self._side_budgets().items()
+        }
+        await self.store.set_meta(SIDE_BUDGETS_META.format(account=self.account), json.dumps(spent))
+
+    async def _remember_charging(self) -> None:
+        """Stored when new: after a restart in a daytime slot, the home bonus must not wait
+        for the car to be seen charging again (four-rate ``smart_offpeak = "charging"``)."""
+        if self.store is None:
+            return
+        payload = json.dumps([iso_z(at) for at in self.charging_seen])
+        await self.store.set_meta(CHARGING_META.format(account=self.account), payload)
+
+    async def _restore_side_state(self, now: datetime) -> None:
+        assert self.store is not None
+        try:
+            spent = json.loads(
+                await self.store.get_meta(SIDE_BUDGETS_META.format(account=self.account)) or "{}"
+            )
+            for name, budget in self._side_budgets().items():
+                budget.restore((parse_iso(str(at)) for at in spent.get(name, [])), now)
+            seen = json.loads(
+                await self.store.get_meta(CHARGING_META.format(account=self.account)) or "[]"
+            )
+            self.charging_seen = sorted(
+                at
+                for at in (parse_iso(str(item)) for item in seen)
+                if now - KEEP_FINISHED < at <= now
+            )
+        except (TypeError, ValueError, AttributeError):
+            log.warning("stored_side_state_unreadable", hint="starting with fresh budgets")
+
     def is_active(self, now: datetime) -> bool:
         """Something is happening: charging, boosting, or a slot starts within the hour."""
         if any(device.current_state in ACTIVE_STATES for device in self.smart_devices):
@@ -546,6 +594,7 @@ class AccountAgent:
             self.rates = _rates_from_json(stored_rates)
         # The first publish after a restart must not replace the completed list with "[]".
         now = self.clock()
+        await self._restore_side_state(now)
         self.completed = await self._classified(
             await self.store.completed_between(self.account, now - COMPLETED_WINDOW, now)
         )
@@ -635,6 +684,7 @@ class AccountAgent:
         if not self._due(self.product_checked_at, self.product_retry_at, self.product_budget, now):
             return False
         self.product_budget.spend(now)
+        await self._remember_side_budgets(now)
         before = self.product
         try:
             agreements = await self.client.agreements(self.account)
@@ -714,6 +764,7 @@ class AccountAgent:
         try:
             for band in bands:
                 self.rates_budget.spend(now)
+                await self._remember_side_budgets(now)
                 feeds[band] = await client.unit_rates(
                     product.product,
                     product.tariff,
@@ -760,6 +811,7 @@ class AccountAgent:
         if not self.device_budget.allows(now) or is_quiet_second(now):
             return False
         self.device_budget.spend(now)
+        await self._remember_side_budgets(now)
         try:
             devices = await self.client.devices(self.account)
         except KrakenError as exc:
@@ -768,6 +820,8 @@ class AccountAgent:
         if devices:
             self.devices = list(devices)
         seen = self.record_device_states(devices, now)
+        if seen:
+            await self._remember_charging()
         await self.publish_device(now)
         await self.publish_tariff(self.clock())
         return seen
@@ -782,7 +836,8 @@ class AccountAgent:
             )
             self.devices = list(result.devices)
             self.devices_listed = True
-            self.record_device_states(self.devices, now)
+            if self.record_device_states(self.devices, now):
+                await self._remember_charging()
         if self.store is not None and (devices_changed or not self.have_plan):
             # Written before the plans, so a restart always finds the plans it must diff against.
             await self.store.set_meta(f"devices:{self.account}", json.dumps(self.device_ids))

@@ -42,7 +42,7 @@ from ioagent.store.ledger import (
     settled_between,
     transitions_between,
 )
-from ioagent.timeutil import Clock
+from ioagent.timeutil import Clock, iso_z, parse_iso
 
 _log = get_logger(__name__)
 
@@ -52,6 +52,8 @@ RETRY_MAX = 4 * 3600.0
 """After a failed fetch: retry in 5 min, doubling up to 4 h (never later than the next one)."""
 START_DELAY = 60.0
 """Seconds after start before the daemon's first ledger fetch: the start poll goes first."""
+LEDGER_BUDGET_META = "ledger_budget:{account}"
+"""The ledger's requests in the last hour (JSON): a restart must not reset its budget."""
 MAX_SINGLE_REFETCHES = 12
 """Half-hours that came back without statistics, asked for again one by one, per fetch."""
 
@@ -115,6 +117,9 @@ class LedgerTask:
             if at <= now:
                 self.budget.spend(now)
                 self.request_times.append(now)
+                spent = json.dumps([iso_z(c) for c in self.budget.recent(now)])
+                key = LEDGER_BUDGET_META.format(account=self.account)
+                await self.store.set_meta(key, spent)
                 return
             await self.sleep((at - now).total_seconds())
 
@@ -225,12 +230,23 @@ class LedgerTask:
                     await self.publish(suffix, payload)
         return rows
 
+    async def restore(self) -> None:
+        """Take back the requests an earlier run made this hour: a restart (or a crash loop)
+        must not give the ledger a fresh budget."""
+        try:
+            key = LEDGER_BUDGET_META.format(account=self.account)
+            spent = json.loads(await self.store.get_meta(key) or "[]")
+            self.budget.restore((parse_iso(str(at)) for at in spent), self.clock())
+        except (TypeError, ValueError):
+            _log.warning("stored ledger budget unreadable", account=self.account)
+
     async def run(self, stop: asyncio.Event, first_delay: float = 0.0) -> None:
         """Fetch after ``first_delay`` s, then ``fetches_per_day`` times a day, until ``stop``.
 
         What an earlier run stored is published at once, without a request: a broker that lost
         its retained messages (or a new one) must not wait for the next fetch.
         """
+        await self.restore()
         try:
             latest = await self.store._run(lambda s: latest_settled(s, self.account), None)
             if latest is not None:
