@@ -110,6 +110,18 @@ async def test_a_day_is_billed_by_the_four_rate_rules(sim: Sim) -> None:
     assert sum(r.standing_pence for r in day) == pytest.approx(50.0, abs=0.01)
 
 
+async def test_a_backfill_sees_the_charges_of_its_whole_range(sim: Sim) -> None:
+    # Billing is built from the completed history: a charge three weeks back (inside the
+    # default 30-day backfill) is still billed as one after the simulator has moved on,
+    # never as a half-hour in which the car drew nothing (that would be a phantom re-bill).
+    old = local(-16, time(19, 30))
+    sim.running.state.add_completed(DEFAULT_ACCOUNT, old, old + timedelta(hours=1),
+                                    7.0, SOURCE_SMART, "AT_HOME")  # fmt: skip
+    day = await sim.day(-16)  # the request moves the simulator's time on first
+    assert bands(day, old) == ("low", "low")
+    assert sum(r.car_kwh for r in day) == pytest.approx(7.0)
+
+
 async def test_both_vocabularies_bill_the_same(sim: Sim) -> None:
     v2 = await sim.day(0)
     await sim.control("/ledger", {"vocabulary": "v1", "region": "B"})

@@ -68,6 +68,11 @@ RATE_LIMIT_FIELD = "flexPlannedDispatches"
 RATE_LIMIT_MAX = 5
 RATE_LIMIT_WINDOW = timedelta(seconds=60)
 COMPLETED_HORIZON = timedelta(hours=12)
+COMPLETED_KEPT = timedelta(days=40)
+"""How long completed dispatches are kept. The settled billing is built from them, so they
+must outlive the longest range a daemon asks for by default (a 30-day backfill, plus the
+two-day lag): a charge forgotten sooner would be billed as if the car had drawn nothing, and
+a re-fetch of that half-hour would look like a re-bill."""
 CALL_LOG_LIMIT = 500
 ISSUER = "https://api.octopus.energy/v1/graphql/"
 
@@ -451,7 +456,7 @@ class SimulatorState:
                 device.current_state = self._resting_state(device)
         for device in self.devices.values():
             self._follow_charging(device, now)
-        horizon = now - timedelta(days=7)
+        horizon = now - COMPLETED_KEPT
         self.completed = [item for item in self.completed if item.end > horizon]
 
     def _follow_charging(self, device: SimDevice, now: datetime) -> None:
