@@ -19,6 +19,8 @@ from pydantic import SecretStr
 from ioagent.budget import is_quiet_second
 from ioagent.config import LedgerSettings
 from ioagent.kraken.client import KrakenClient
+from ioagent.ledger.parse import Bucket, SettledHalfHour
+from ioagent.ledger.reconcile import reconcile
 from ioagent.ledger.schedule import fetch_range
 from ioagent.ledger.windows import fetch_windows, floor_half_hour
 from ioagent.runtime import ledger_task
@@ -253,3 +255,22 @@ async def test_a_failed_fetch_is_retried_soon_with_backoff_then_on_schedule(worl
     failed = world.notices[0]
     assert failed is not None and failed.startswith("degraded: settled billing unreadable")
     assert world.notices[1:] == [None]
+
+
+async def test_the_published_reasons_use_the_configured_window_like_the_command_line(
+    world: World,
+) -> None:
+    # A product whose fixed window is 00:00-07:00 (configured in [tariff]); 06:00 is billed low
+    # and ioagent said peak: inside that window the reason is "window", as `ioagent ledger` says.
+    start = datetime(2026, 11, 19, 6, 0, tzinfo=UTC)  # 06:00 in London (GMT)
+    bucket = Bucket("HOME LOW RATE", "home low", 0.2, 1.4, 7.0)
+    row = SettledHalfHour(start, start + HALF, "low", "standard", (bucket,), 1.0)
+    signal = [(start - timedelta(hours=1), False)]
+    task = world.task(LedgerSettings())
+    task.window = (time(0, 0), time(7, 0))
+    published = json.loads(task.payloads([row], signal, signal, START)["ledger/agreement"])
+    [home] = [d for d in published["disagreements"] if d["topic"] == "offpeak"]
+    shown = reconcile([row], signal, signal, window=task.window, zone=LONDON)
+    assert (
+        home["reason"] == shown.disagreements()[0].reason == "signal peak, billed home low: window"
+    )

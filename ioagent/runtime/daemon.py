@@ -327,6 +327,7 @@ class Daemon:
                     account_mpan=self._account_mpan,
                     notice=self.agent.set_ledger_note,
                     on_published=self._ledger_topic_published,
+                    tariff=settings.tariff,
                 )
                 if ledger is not None:
                     work.append(

@@ -20,15 +20,17 @@ import json
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from ioagent.budget import CallBudget, avoid_boundary, backoff_delay
-from ioagent.config import LedgerSettings
+from ioagent.config import LedgerSettings, TariffSettings
 from ioagent.kraken.client import KrakenClient, settled_half_hours
 from ioagent.ledger.parse import ParsedPage, SettledHalfHour, merge_pages
-from ioagent.ledger.reconcile import agreement_json, reconcile
+from ioagent.ledger.reconcile import FIXED_WINDOW, agreement_json, reconcile
 from ioagent.ledger.schedule import fetch_range, ledger_budget, next_fetch, next_request_at
 from ioagent.ledger.summary import month_json, unknown_label_note, yesterday_json
+from ioagent.ledger.windows import LONDON
 from ioagent.logs import get_logger
 from ioagent.mqtt.publisher import Publisher as Publisher_
 from ioagent.store.async_store import AsyncStore
@@ -93,6 +95,8 @@ class LedgerTask:
         publish: Publish | None = None,
         notice: Notice | None = None,
         budget: CallBudget | None = None,
+        window: tuple[time, time] = FIXED_WINDOW,
+        zone: ZoneInfo = LONDON,
     ) -> None:
         self.client = client
         self.store = store
@@ -104,6 +108,10 @@ class LedgerTask:
         self.publish = publish
         self.notice = notice
         self.budget = budget or ledger_budget(settings.calls_per_hour)
+        self.window = window
+        """The product's fixed low-rate window and its zone (``[tariff]``), as ``ioagent ledger``
+        reads them: the reasons on MQTT and on the command line must be the same."""
+        self.zone = zone
         self.request_times: list[datetime] = []
         self._labels_reported: set[str] = set()
         self.note: str | None = None
@@ -193,19 +201,20 @@ class LedgerTask:
         except Exception as exc:  # a note that cannot be shown must not stop the ledger
             _log.warning("ledger note not published", account=self.account, error=str(exc))
 
-    @staticmethod
     def payloads(
+        self,
         rows: list[SettledHalfHour],
         home: list[tuple[datetime, bool]],
         car: list[tuple[datetime, bool]],
         now: datetime,
     ) -> dict[str, str]:
-        """The three retained payloads (Europe/London days: the product's wall clock)."""
-        agreement = agreement_json(reconcile(rows, home, car), AGREEMENT_DAYS)
-        yesterday = yesterday_json(rows, now)
+        """The three retained payloads (days of the product's wall clock, ``[tariff] zone``)."""
+        checked = reconcile(rows, home, car, window=self.window, zone=self.zone)
+        agreement = agreement_json(checked, AGREEMENT_DAYS)
+        yesterday = yesterday_json(rows, now, self.zone)
         return {
             "ledger/yesterday": json.dumps(yesterday, separators=(",", ":")),
-            "ledger/month": json.dumps(month_json(rows, now), separators=(",", ":")),
+            "ledger/month": json.dumps(month_json(rows, now, self.zone), separators=(",", ":")),
             "ledger/agreement": json.dumps(agreement, separators=(",", ":")),
         }
 
@@ -323,6 +332,7 @@ def daemon_ledger_task(
     account_mpan: Callable[[], str | None] | None = None,
     notice: Notice | None = None,
     on_published: Callable[[str], Awaitable[None]] | None = None,
+    tariff: TariffSettings | None = None,
 ) -> LedgerTask | None:
     """The daemon's ledger task, or None when it has no way to learn the import MPAN.
 
@@ -344,6 +354,16 @@ def daemon_ledger_task(
         if on_published is not None:
             await on_published(suffix.removeprefix("ledger/"))
 
+    window = (tariff.start_time, tariff.end_time) if tariff is not None else FIXED_WINDOW
     return LedgerTask(
-        client, store, account, the_mpan, settings, clock=clock, publish=publish, notice=notice
+        client,
+        store,
+        account,
+        the_mpan,
+        settings,
+        clock=clock,
+        publish=publish,
+        notice=notice,
+        window=window,
+        zone=tariff.zone if tariff is not None else LONDON,
     )
