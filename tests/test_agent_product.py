@@ -15,7 +15,7 @@ from ioagent.budget import avoid_boundary
 from ioagent.config import TariffSettings
 from ioagent.kraken.client import KrakenClient
 from ioagent.kraken.rest import ProductsClient
-from ioagent.mqtt.topics import Topics
+from ioagent.mqtt.topics import NO_TIME, Topics
 from ioagent.runtime.agent import AccountAgent
 from ioagent.simulator.server import RunningSimulator, run_simulator
 from ioagent.simulator.state import (
@@ -131,6 +131,9 @@ async def test_a_migration_away_from_four_rate_clears_the_allowance(
     agent, publisher = make_agent(four_rate_sim, None, now)
     await agent.refresh_product_if_due(now)
     assert publisher.retained[TOPICS.allowance_remaining] == "6.00"
+    # No plan uses it up: "none", like the other time topics (an empty retained payload would
+    # delete the topic, and a late subscriber would wait for it forever).
+    assert publisher.retained[TOPICS.allowance_exhausted_at] == NO_TIME
     four_rate_sim.state.migrate(DEFAULT_ACCOUNT, "legacy", now)
     agent.product_checked_at = None  # the daily re-read
     agent.product_budget.per_minute = 10

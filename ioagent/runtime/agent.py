@@ -92,7 +92,7 @@ SIDE_BUDGETS_META = "side_budgets:{account}"
 CHARGING_META = "charging_seen:{account}"
 """Instants the car was seen charging (JSON): the four-rate home bonus's evidence."""
 
-log = get_logger("ioagent.agent")
+log = get_logger(__name__)
 
 
 def _bool(value: bool) -> str:
@@ -461,7 +461,7 @@ class AccountAgent:
         await self._put(t.allowance_remaining, f"{allowance.remaining:.2f}")
         await self._put(t.allowance_used, f"{allowance.used:.2f}")
         await self._put(t.allowance_resets_at, iso_z(allowance.resets_at))
-        await self._put(t.allowance_exhausted_at, _time_or_empty(allowance.exhausted_at))
+        await self._put(t.allowance_exhausted_at, _time_or_none(allowance.exhausted_at))
 
     async def _publish_rates(
         self,

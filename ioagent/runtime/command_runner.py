@@ -24,7 +24,7 @@ from ioagent.runtime.agent import AccountAgent
 from ioagent.runtime.poller import Poller
 from ioagent.timeutil import Clock, iso_z
 
-log = get_logger("ioagent.commands")
+log = get_logger(__name__)
 
 ReplyFn = Callable[[Command | CommandRejection, str, str | None], Awaitable[None]]
 """reply(command, status, error)."""

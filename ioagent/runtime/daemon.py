@@ -60,7 +60,7 @@ from ioagent.tariff.windows import Window
 from ioagent.timeutil import Clock, iso_z, parse_iso, utc_now
 from ioagent.victron.connector import VictronConnector
 
-log = get_logger("ioagent.daemon")
+log = get_logger(__name__)
 
 STOP_BOUND = 9.0
 """Seconds from a stop request to :meth:`Daemon.run` returning, under Docker's 10 s."""

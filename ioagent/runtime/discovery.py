@@ -29,7 +29,7 @@ from ioagent.runtime.agent import api_state_for
 from ioagent.store.async_store import AsyncStore
 from ioagent.timeutil import Clock, iso_z
 
-log = get_logger("ioagent.daemon")
+log = get_logger(__name__)
 
 RETRY_MAX = 600.0
 SETUP_BRIDGE_STOP_BOUND = 3.0

@@ -34,7 +34,7 @@ from ioagent.timeutil import Clock, iso_z
 
 PollReason = Literal["start", "regular", "active", "recheck", "retry", "refresh", "resync"]
 
-log = get_logger("ioagent.poller")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)

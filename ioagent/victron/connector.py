@@ -50,7 +50,7 @@ from ioagent.victron.slots import (
     plan_writes,
 )
 
-log = get_logger("ioagent.victron")
+log = get_logger(__name__)
 
 SCHEDULE_PATH = "settings/0/Settings/CGwacs/BatteryLife/Schedule/Charge"
 SCHEDULED_CHARGE_STATUS_PATH = "system/0/Control/ScheduledChargeStatus"
