@@ -54,6 +54,18 @@ START_DELAY = 60.0
 MAX_SINGLE_REFETCHES = 12
 """Half-hours that came back without statistics, asked for again one by one, per fetch."""
 
+
+@dataclass(frozen=True, slots=True)
+class LedgerPace:
+    """When the first fetch starts (seconds after start) and how many requests a minute the
+    ledger may send. Without one the daemon keeps :data:`START_DELAY` and
+    :data:`~ioagent.ledger.schedule.LEDGER_PER_MINUTE`, which are for Octopus's shared API;
+    ``ioagent demo`` asks its own simulator faster, so the ledger shows within its story."""
+
+    start_delay: float
+    per_minute: int
+
+
 Publish = Callable[[str, str], Awaitable[None]]
 """``(topic suffix under {base}/{acct}/, payload)``."""
 Notice = Callable[[str], Awaitable[None]]
@@ -275,6 +287,7 @@ def daemon_ledger_task(
     publisher: Publisher_,
     clock: Clock,
     account_mpan: Callable[[], str | None] | None = None,
+    pace: LedgerPace | None = None,
 ) -> LedgerTask | None:
     """The daemon's ledger task, or None when it has no way to learn the import MPAN.
 
@@ -293,4 +306,9 @@ def daemon_ledger_task(
     async def publish(suffix: str, payload: str) -> None:
         await publisher.publish(f"{root}/{suffix}", payload, retain=True)
 
-    return LedgerTask(client, store, account, the_mpan, settings, clock=clock, publish=publish)
+    budget = None
+    if pace is not None:
+        budget = CallBudget(per_hour=settings.calls_per_hour, per_minute=pace.per_minute)
+    return LedgerTask(
+        client, store, account, the_mpan, settings, clock=clock, publish=publish, budget=budget
+    )
