@@ -11,6 +11,10 @@ Timeline (seconds after start), chosen so that topics visibly change within two 
        car is seen charging (``offpeak/confidence`` goes ``planned`` -> ``charging``). Other
        slots fall inside 23:30-05:30, where the home is cheap anyway and the car's allowance
        runs down.
+* 20   what Octopus billed: the daemon's ledger has fetched the simulator's settled half-hours
+       (the simulator was given six days of the car's charging; settlement lags two days) and
+       published ``ledger/yesterday|month|agreement``; the demo prints the last whole settled
+       day from the daemon's database, as ``ioagent ledger`` renders it, and the agreement.
 * 75   Octopus re-plans: that slot moves, an event ``slot_changed`` appears.
 * 110  a boost is requested over MQTT (``set/boost on``), answered on ``response``.
 * 150  the boost is cancelled (``set/boost off``).
@@ -28,26 +32,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time as time_module
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import aiomqtt
 
 from ioagent.aio import wait_event
 from ioagent.config import Settings
+from ioagent.ledger.render import render_days
 from ioagent.logs import configure_logging
 from ioagent.runtime.daemon import Daemon
+from ioagent.runtime.ledger_task import LedgerPace
+from ioagent.simulator.ledger import ledger_settings, mpan_for
 from ioagent.simulator.server import RunningSimulator, run_simulator
 from ioagent.simulator.state import (
     DEFAULT_ACCOUNT,
@@ -56,6 +66,8 @@ from ioagent.simulator.state import (
     SimulatorState,
 )
 from ioagent.simulator.tariffs import SimProduct
+from ioagent.store.database import Store, StoreError
+from ioagent.store.ledger_cli import account_ledger
 from ioagent.timeutil import Clock, utc_now
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -64,6 +76,43 @@ REAL_TIME_FROM = time(12, 0)
 REAL_TIME_UNTIL = time(21, 0)
 DEMO_EVENING = time(18, 1)
 """A minute past the hour: the first poll is not held back by the quiet seconds around :00."""
+
+
+LEDGER_AT = 20.0
+"""Seconds into the story when the ledger is shown: after the plug-in, before the first slot."""
+LEDGER_BACKFILL_DAYS = 4
+"""Enough to hold the last whole settled day: settlement lags two days, so that day is the
+one three days before today, and 4 days back from an afternoon or evening reaches its start."""
+LEDGER_PACE = LedgerPace(start_delay=3.0, per_minute=30)
+"""The daemon asks Octopus for at most 2 ledger windows a minute, a minute after its start;
+the demo's 16 windows go to its own simulator, a few seconds after the start poll."""
+HISTORY_DAYS = 6
+"""Days of the car's charging the simulator is given before the demo starts."""
+
+
+def seed_charging_history(
+    state: SimulatorState, now: datetime, days: int = HISTORY_DAYS
+) -> list[tuple[datetime, datetime]]:
+    """The car's completed smart charges on the days before ``now``, so the simulator's settled
+    bills have a car in them: each evening a top-up at 19:00-20:00 (peak time, billed low for
+    the car and, by the home bonus, for the home) and each night 01:00-04:30. Returns them."""
+    device = state.device(DEFAULT_EV_ID)
+    today = now.astimezone(DEMO_ZONE).date()
+    added = []
+    for back in range(days, 0, -1):
+        day = today - timedelta(days=back)
+        for first, start, end in (
+            (day, time(19, 0), time(20, 0)),
+            (day + timedelta(days=1), time(1, 0), time(4, 30)),
+        ):
+            begin = datetime.combine(first, start, tzinfo=DEMO_ZONE).astimezone(UTC)
+            finish = datetime.combine(first, end, tzinfo=DEMO_ZONE).astimezone(UTC)
+            if finish > now:
+                continue
+            kwh = round(device.charger_kw * (finish - begin).total_seconds() / 3600, 2)
+            state.add_completed(DEFAULT_ACCOUNT, begin, finish, kwh, None, "AT_HOME")
+            added.append((begin, finish))
+    return added
 
 
 def demo_clock_offset(now: datetime) -> timedelta:
@@ -207,8 +256,114 @@ def demo_settings(sim: RunningSimulator, args: argparse.Namespace, data_dir: Pat
             "mqtt": {"host": args.mqtt_host, "port": args.mqtt_port, "base_topic": args.base_topic},
             "storage": {"path": str(data_dir / "ioagent.db")},
             "polling": {"active_interval": 60, "command_rechecks": [5, 20]},
+            # The MPAN is the one the agreements give; set here so that the ledger's first
+            # fetch, seconds after the start, never runs before the agreements were read.
+            "ledger": {
+                "mpan": mpan_for(sim.state, DEFAULT_ACCOUNT),
+                "backfill_days": LEDGER_BACKFILL_DAYS,
+                "calls_per_hour": 60,
+            },
         }
     )
+
+
+LEDGER_TOPICS = ("yesterday", "month", "agreement")
+
+
+def agreement_sentence(agreement: dict[str, Any]) -> str:
+    """What the retained ``ledger/agreement`` says, honestly."""
+    compared = int(agreement.get("half_hours") or 0)
+    if not compared:
+        return (
+            "Agreement: nothing compared yet. ioagent records the signal it publishes from now"
+            " on, and Octopus settles a half-hour about two days after it."
+        )
+    ratio = float(agreement.get("ratio") or 0.0)
+    return (
+        f"Agreement: {agreement.get('agreed')} of {compared} settled half-hours billed as "
+        f"signalled ({ratio:.1%})."
+    )
+
+
+WIDTH = 80
+SAY_INDENT = "       "
+"""Under ``[demo] ``: what the story says stays within :data:`WIDTH` columns."""
+
+
+def say_text(text: str) -> str:
+    """``text`` as ``[demo]`` lines of at most :data:`WIDTH` columns, continuation lines
+    indented under the first (a topic name is never cut)."""
+    lines = textwrap.wrap(
+        text, WIDTH - len(SAY_INDENT), break_long_words=False, break_on_hyphens=False
+    )
+    return "\n".join(("[demo] " if i == 0 else SAY_INDENT) + line for i, line in enumerate(lines))
+
+
+def ledger_section(table: str, agreement: dict[str, Any], root: str) -> str:
+    """The story's ledger part: ``table`` (``ioagent ledger``'s, 80 columns) between what it
+    is and what the retained ``ledger/agreement`` says."""
+    intro = say_text(
+        "What Octopus billed: the daemon fetched the settled half-hours of the past days from"
+        " the simulator (where the car charged each night and evening). The last whole"
+        " settled day, as `ioagent ledger` prints it:"
+    )
+    topics = say_text(
+        f"Retained on MQTT: {root}/ledger/yesterday, {root}/ledger/month and"
+        f" {root}/ledger/agreement."
+    )
+    return "\n".join([intro, "", table, say_text(agreement_sentence(agreement)), topics])
+
+
+def read_ledger_table(settings: Settings, account: str, day: date) -> str:
+    """``day`` from the daemon's database, rendered by ``ioagent ledger``'s renderer."""
+    tariff = settings.tariff
+    store = Store.open(settings.storage.path, read_only=True)
+    try:
+        ledger = account_ledger(
+            store,
+            account,
+            [day],
+            zone=tariff.zone,
+            window=(tariff.start_time, tariff.end_time),
+        )
+    finally:
+        store.close()
+    return render_days([ledger], tariff.zone)
+
+
+async def retained_ledger(settings: Settings, root: str) -> dict[str, dict[str, Any]]:
+    """The three retained ledger payloads, once the daemon has published all of them."""
+    found: dict[str, dict[str, Any]] = {}
+    async with aiomqtt.Client(
+        settings.mqtt.host, settings.mqtt.port, identifier="ioagent-demo-ledger"
+    ) as client:
+        await client.subscribe(f"{root}/ledger/+")
+        async for message in client.messages:
+            name = str(message.topic).rsplit("/", 1)[-1]
+            if name in LEDGER_TOPICS and isinstance(message.payload, bytes | str):
+                payload = json.loads(message.payload)
+                if isinstance(payload, dict):
+                    found[name] = payload
+            if all(name in found for name in LEDGER_TOPICS):
+                break
+    return found
+
+
+async def show_ledger(
+    settings: Settings, say: Callable[[str], None], until_shown: Callable[[], Awaitable[None]]
+) -> None:
+    """Print what Octopus billed once the daemon has it on MQTT, not before ``until_shown``."""
+    root = f"{settings.mqtt.base_topic}/{DEFAULT_ACCOUNT}"
+    try:
+        found = await retained_ledger(settings, root)
+        await until_shown()
+        day = date.fromisoformat(str(found["yesterday"]["day"]))
+        table = await asyncio.to_thread(read_ledger_table, settings, DEFAULT_ACCOUNT, day)
+    except (aiomqtt.MqttError, sqlite3.Error, StoreError, OSError, KeyError, ValueError) as exc:
+        # The ledger is one part of the story: a failure here must not end the demo.
+        say(f"The ledger could not be shown: {exc}")
+        return
+    print(ledger_section(table, found["agreement"], root), flush=True)
 
 
 async def scenario(sim: RunningSimulator, settings: Settings, say: Callable[[str], None]) -> None:
@@ -249,16 +404,33 @@ async def scenario(sim: RunningSimulator, settings: Settings, say: Callable[[str
                 break
         await command("refresh", "demo")
 
-    await step(
-        10,
-        "EV plugged in: Octopus plans smart slots, the first from the next minute; on four-rate"
-        " the car's allowance starts to run down and the home bonus waits for the car to charge",
-        plug_in,
-    )
-    await step(75, "Octopus re-plans: a slot moves by 7 minutes", replan)
-    await step(110, "Boost requested over MQTT (set/boost on)", lambda: command("set/boost", "on"))
-    await step(150, "Boost cancelled (set/boost off)", lambda: command("set/boost", "off"))
+    async def until_ledger_time() -> None:
+        delay = LEDGER_AT - (loop.time() - started)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async with asyncio.TaskGroup() as group:
+        # Beside the steps, so a slow ledger never holds the story back.
+        ledger = group.create_task(show_ledger(settings, say, until_ledger_time), name="ledger")
+        await step(
+            10,
+            "EV plugged in: Octopus plans smart slots, the first from the next minute; on"
+            " four-rate the car's allowance starts to run down and the home bonus waits for the"
+            " car to charge",
+            plug_in,
+        )
+        await step(75, "Octopus re-plans: a slot moves by 7 minutes", replan)
+        await step(
+            110, "Boost requested over MQTT (set/boost on)", lambda: command("set/boost", "on")
+        )
+        await step(150, "Boost cancelled (set/boost off)", lambda: command("set/boost", "off"))
+        ledger.cancel()
     say("Scenario done; the daemon keeps running. Ctrl-C to stop.")
+    say(
+        "On your own account, `ioagent ledger` prints what Octopus billed for the last 7"
+        " settled days, and `ioagent ledger --day YYYY-MM-DD` a day's half-hours, the signal"
+        " against the bill."
+    )
 
 
 async def run_demo(args: argparse.Namespace) -> int:
@@ -274,6 +446,9 @@ async def run_demo(args: argparse.Namespace) -> int:
                 "legacy" if getattr(args, "product", "") == "legacy" else "four_rate"
             )
             state = SimulatorState.with_default_account(clock=clock, product=product)
+            seed_charging_history(state, state.now())
+            if product == "legacy":
+                ledger_settings(state).vocabulary = "legacy"  # one label a half-hour
             async with run_simulator(state) as sim:
                 settings = demo_settings(sim, args, workdir)
                 if offset:
@@ -284,9 +459,9 @@ async def run_demo(args: argparse.Namespace) -> int:
                 print(banner(sim, args, clock() if offset else None), flush=True)
 
                 def say(text: str) -> None:
-                    print(f"[demo] {text}", flush=True)
+                    print(say_text(text), flush=True)
 
-                daemon = Daemon(settings, clock=clock)
+                daemon = Daemon(settings, clock=clock, ledger_pace=LEDGER_PACE)
                 loop = asyncio.get_running_loop()
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(signum, daemon.request_stop)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ioagent.demo import demo_clock_offset
+from ioagent.demo import HISTORY_DAYS, demo_clock_offset, ledger_section, seed_charging_history
+from ioagent.simulator.state import SimulatorState
 from tests.broker import Broker, free_port
 from tests.harness import watching
 
@@ -86,7 +88,97 @@ async def test_the_whole_demo_story_plays_out_on_mqtt(broker: Broker) -> None:
         assert process.returncode == 0, text
         assert f"mosquitto_sub -p {broker.port} -v -t 'ioagent/#'" in text
         assert "Scenario done" in text
+        assert "`ioagent ledger`" in text.split("Scenario done", 1)[1]  # the final hint
         assert watcher.last(f"{base}/status") == "offline"
+
+
+async def _read_until(stream: asyncio.StreamReader, marker: str, timeout: float) -> str:
+    """What ``stream`` printed up to and including the line holding ``marker``."""
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                line = (await stream.readline()).decode()
+                if not line:
+                    break
+                seen.append(line)
+                if marker in line:
+                    return "".join(seen)
+    except TimeoutError:
+        pass
+    raise AssertionError(f"no {marker!r} from the demo in {timeout} s:\n{''.join(seen)}")
+
+
+@pytest.mark.timeout(120)
+async def test_the_demo_shows_what_octopus_billed(broker: Broker) -> None:
+    base = "ioagent/A-SIM00001"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ioagent", "demo", "--mqtt-port", str(broker.port),
+        "--duration", "90", cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        # The last line of the ledger part; at 20 s of the story, so well within a minute
+        # even when the ledger's requests wait out the quiet seconds of :00/:30.
+        text = await _read_until(process.stdout, "/ledger/agreement.", timeout=60)
+        # Subscribed only now: what arrives is what the broker retained.
+        async with watching(broker, f"{base}/ledger/#") as late:
+            found = {
+                name: await late.wait_for(f"{base}/ledger/{name}", timeout=5)
+                for name in ("yesterday", "month", "agreement")
+            }
+        process.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, text + rest.decode()
+    assert all(seen.retain for seen in found.values())
+    yesterday = json.loads(found["yesterday"].payload)
+    # The simulator was given the car's charging: the settled day has it, billed low.
+    assert yesterday["complete"] is True
+    assert yesterday["buckets"]["car low"]["kwh"] > 0
+    assert yesterday["buckets"]["home low"]["kwh"] > 0
+    # The ledger part, as `ioagent ledger` renders that day from the daemon's database.
+    part = text[text.index("[demo] What Octopus billed") :]
+    assert max(len(line) for line in part.splitlines()) <= 80, part
+    (row,) = [line for line in part.splitlines() if line.startswith(yesterday["day"])]
+    cells = row.split()
+    car_low = yesterday["buckets"]["car low"]
+    assert cells[5:7] == [f"{car_low['kwh']:.1f}", f"{car_low['gbp']:.2f}"], row
+    assert cells[-2] == f"{yesterday['total_gbp']:.2f}", row
+    # Nothing can be compared yet (the signal is recorded from this start on), and the demo
+    # says so instead of a made-up ratio.
+    payload = json.loads(found["agreement"].payload)
+    assert payload["half_hours"] == 0 and payload["ratio"] is None
+    assert cells[-1] == "-", row
+    assert "Agreement: nothing compared yet" in part
+    assert f"Retained on MQTT: {base}/ledger/yesterday," in part
+
+
+def test_the_ledger_part_fits_80_columns_and_says_what_was_compared() -> None:
+    table = "Settled billing per Europe/London day; £ incl. VAT. * = not fully settled."
+    none = {"days": 30, "half_hours": 0, "agreed": 0, "ratio": None}
+    some = {"days": 30, "half_hours": 48, "agreed": 47, "ratio": 0.9792}
+    root = "ioagent-a-long-base-topic/A-SIM00001"
+    for agreement in (none, some):
+        part = ledger_section(table, agreement, root)
+        assert max(len(line) for line in part.splitlines()) <= 80, part
+    assert "nothing compared yet" in ledger_section(table, none, root)
+    words = " ".join(ledger_section(table, some, root).split())
+    assert "47 of 48 settled half-hours billed as signalled (97.9%)" in words
+    assert f"{root}/ledger/month" in words.split()  # a topic is never cut in two
+
+
+def test_the_simulator_is_given_only_charging_that_has_ended() -> None:
+    now = datetime(2026, 12, 2, 18, 1, tzinfo=UTC)
+    state = SimulatorState.with_default_account(clock=lambda: now, product="four_rate")
+    added = seed_charging_history(state, now)
+    assert len(added) == 2 * HISTORY_DAYS
+    assert all(end <= now for _, end in added)
+    assert [c.billed_as for c in state.completed] == ["SMART"] * len(added)
 
 
 LONDON = ZoneInfo("Europe/London")

@@ -72,6 +72,10 @@ def test_day_table_fits_80_columns_and_agrees_fully(
     assert main(["ledger", "--config", str(config), "--days", "2"]) == 0
     out = capsys.readouterr().out
     assert max(len(line) for line in out.splitlines()) <= 80
+    # every column heading stands apart (the car's standard rate once ran into "standing")
+    (heading,) = [line for line in out.splitlines() if "standing" in line]
+    assert heading.split() == ["home", "low", "home", "std", "car", "low", "car", "std",
+                               "standing", "total", "agree"]  # fmt: skip
     lines = [line for line in out.splitlines() if line.startswith("2026-10-2")]
     assert len(lines) == 2
     assert all(line.endswith("100.0%") for line in lines)

@@ -74,10 +74,11 @@ def _bucket_cell(totals: PeriodTotals, name: str) -> str:
 
 def render_days(ledgers: Sequence[AccountLedger], zone: ZoneInfo = LONDON) -> str:
     # Aligned with the data rows below: day and mark (11), four 11-wide cells, then
-    # standing (8), total (7) and agreement (7): 80 columns.
+    # standing (8), total (7) and agreement (7): 80 columns. The bucket names are centred
+    # over their kWh and £: right-aligned, the last one ran into "standing".
     head1 = (
         f"{'':11}"
-        + " ".join(f"{SHORT[n]:>11}" for n in BUCKET_NAMES)
+        + " ".join(f"{SHORT[n]:^11}" for n in BUCKET_NAMES)
         + f"{'standing':>8}{'total':>7}{'agree':>7}"
     )
     head2 = (

@@ -127,9 +127,16 @@ def heartbeat_path(settings: Settings) -> Path:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = utc_now,
+        ledger_pace: ledger_task.LedgerPace | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.ledger_pace = ledger_pace
         self.stop_requested = asyncio.Event()
         self.plan_changed = asyncio.Event()
         self.plan_changed_for_checks = asyncio.Event()
@@ -328,11 +335,14 @@ class Daemon:
                     notice=self.agent.set_ledger_note,
                     on_published=self._ledger_topic_published,
                     tariff=settings.tariff,
+                    pace=self.ledger_pace,
                 )
                 if ledger is not None:
+                    pace = self.ledger_pace
+                    delay = ledger_task.START_DELAY if pace is None else pace.start_delay
                     work.append(
                         group.create_task(
-                            ledger.run(self.stop_requested, ledger_task.START_DELAY),
+                            ledger.run(self.stop_requested, delay),
                             name="ledger",
                         )
                     )

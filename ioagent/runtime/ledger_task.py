@@ -59,6 +59,18 @@ LEDGER_BUDGET_META = "ledger_budget:{account}"
 MAX_SINGLE_REFETCHES = 12
 """Half-hours that came back without statistics, asked for again one by one, per fetch."""
 
+
+@dataclass(frozen=True, slots=True)
+class LedgerPace:
+    """When the first fetch starts (seconds after start) and how many requests a minute the
+    ledger may send. Without one the daemon keeps :data:`START_DELAY` and
+    :data:`~ioagent.ledger.schedule.LEDGER_PER_MINUTE`, which are for Octopus's shared API;
+    ``ioagent demo`` asks its own simulator faster, so the ledger shows within its story."""
+
+    start_delay: float
+    per_minute: int
+
+
 Publish = Callable[[str, str], Awaitable[None]]
 """``(topic suffix under {base}/{acct}/, payload)``."""
 Notice = Callable[[str | None], Awaitable[None]]
@@ -333,6 +345,7 @@ def daemon_ledger_task(
     notice: Notice | None = None,
     on_published: Callable[[str], Awaitable[None]] | None = None,
     tariff: TariffSettings | None = None,
+    pace: LedgerPace | None = None,
 ) -> LedgerTask | None:
     """The daemon's ledger task, or None when it has no way to learn the import MPAN.
 
@@ -355,6 +368,9 @@ def daemon_ledger_task(
             await on_published(suffix.removeprefix("ledger/"))
 
     window = (tariff.start_time, tariff.end_time) if tariff is not None else FIXED_WINDOW
+    budget = None
+    if pace is not None:
+        budget = CallBudget(per_hour=settings.calls_per_hour, per_minute=pace.per_minute)
     return LedgerTask(
         client,
         store,
@@ -364,6 +380,7 @@ def daemon_ledger_task(
         clock=clock,
         publish=publish,
         notice=notice,
+        budget=budget,
         window=window,
         zone=tariff.zone if tariff is not None else LONDON,
     )

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
-from datetime import timedelta
+from datetime import date, time, timedelta
+from zoneinfo import ZoneInfo
 
 from ioagent.config import ConfigError, load_settings
+from ioagent.ledger.reconcile import FIXED_WINDOW
 from ioagent.ledger.render import (
     AccountLedger,
     day_json,
@@ -21,7 +23,7 @@ from ioagent.ledger.render import (
     render_day,
     render_days,
 )
-from ioagent.ledger.windows import local_day_bounds
+from ioagent.ledger.windows import LONDON, local_day_bounds
 from ioagent.store.database import Store, StoreError
 from ioagent.store.ledger import (
     CAR_SIGNAL,
@@ -31,6 +33,28 @@ from ioagent.store.ledger import (
     settled_between,
     transitions_between,
 )
+
+
+def account_ledger(
+    store: Store,
+    account: str,
+    days: list[date],
+    *,
+    zone: ZoneInfo = LONDON,
+    window: tuple[time, time] = FIXED_WINDOW,
+) -> AccountLedger:
+    """``days`` (consecutive, oldest first) of ``account`` from the store, each reconciled
+    against the signal ioagent recorded. Also what ``ioagent demo`` prints."""
+    if not days:
+        return AccountLedger(account, [])
+    start = local_day_bounds(days[0], zone)[0]
+    end = local_day_bounds(days[-1], zone)[1]
+    rows = settled_between(store, account, start, end)
+    # The signal then: transitions from a day before (the value held at the start).
+    since = start - timedelta(days=1)
+    home = transitions_between(store, account, HOME_SIGNAL, since, end)
+    car = transitions_between(store, account, CAR_SIGNAL, since, end)
+    return AccountLedger(account, ledger_days(rows, days, home, car, window=window, zone=zone))
 
 
 def cli_ledger(args: argparse.Namespace) -> int:
@@ -62,19 +86,7 @@ def cli_ledger(args: argparse.Namespace) -> int:
                 days = [args.day]
             else:
                 days = latest_days(latest_settled(store, account), args.days, zone)
-            if not days:
-                ledgers.append(AccountLedger(account, []))
-                continue
-            start = local_day_bounds(days[0], zone)[0]
-            end = local_day_bounds(days[-1], zone)[1]
-            rows = settled_between(store, account, start, end)
-            # The signal then: transitions from a day before (the value held at the start).
-            since = start - timedelta(days=1)
-            home = transitions_between(store, account, HOME_SIGNAL, since, end)
-            car = transitions_between(store, account, CAR_SIGNAL, since, end)
-            ledgers.append(
-                AccountLedger(account, ledger_days(rows, days, home, car, window=window, zone=zone))
-            )
+            ledgers.append(account_ledger(store, account, days, zone=zone, window=window))
     except sqlite3.Error as exc:
         print(f"ioagent ledger: cannot read database {path}: {exc}", file=sys.stderr)
         return 1
