@@ -226,6 +226,33 @@ async def test_without_an_mpan_nothing_is_asked(world: World) -> None:
     assert world.notices == [ledger_task.NO_MPAN_NOTE], "the api topic says why"
 
 
+async def test_without_an_mpan_yet_it_looks_again_in_minutes_not_hours(world: World) -> None:
+    known: list[str] = []
+
+    async def the_mpan() -> str | None:
+        return known[0] if known else None
+
+    task = world.task(LedgerSettings(backfill_days=2, calls_per_hour=60))
+    task.mpan = the_mpan
+    stop = asyncio.Event()
+    waits: list[float] = []
+    real_sleep = world.time.sleep
+
+    async def sleep(seconds: float) -> None:
+        if seconds > 60:  # between fetches; the budget's own waits are short
+            waits.append(seconds)
+            known.append(mpan_for(world.sim.state, DEFAULT_ACCOUNT))  # the agreements were read
+            if len(waits) == 2:
+                stop.set()
+        await real_sleep(seconds)
+
+    task.sleep = sleep
+    await task.run(stop)
+    assert waits[0] <= ledger_task.RETRY_INITIAL + 30, "skipped for want of an MPAN: soon again"
+    assert "ledger/agreement" in world.published, "the next try fetched"
+    assert waits[1] > 3600, "then on schedule"
+
+
 async def test_a_failed_fetch_is_retried_soon_with_backoff_then_on_schedule(world: World) -> None:
     task = world.task(LedgerSettings(backfill_days=2, calls_per_hour=60))
     await world.control("/faults", {"kind": "http_502", "count": 2})

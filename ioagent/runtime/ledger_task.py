@@ -278,10 +278,12 @@ class LedgerTask:
             await self.sleep(first_delay)
         failures = 0
         while not stop.is_set():
+            waiting = False
             try:
                 report = await self.fetch_once()
                 _log.info("ledger fetched", account=self.account, **report.__dict__)
                 failures = 0
+                waiting = report.skipped is not None
             except Exception as exc:  # the ledger must never take the daemon down
                 failures += 1
                 _log.warning(
@@ -298,6 +300,9 @@ class LedgerTask:
                     failures, jitter=random.random(), initial=RETRY_INITIAL, maximum=RETRY_MAX
                 )
                 at = min(at, avoid_boundary(now + timedelta(seconds=delay)))
+            elif waiting:
+                # No MPAN yet (the agreements not read so far): look again soon, not hours later.
+                at = min(at, avoid_boundary(now + timedelta(seconds=RETRY_INITIAL)))
             await self.sleep((at - now).total_seconds())
 
 
