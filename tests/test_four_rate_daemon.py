@@ -1,5 +1,6 @@
 """A four-rate account end to end: the daemon, the simulator and Mosquitto, over a simulated
-evening (the clocks of both are shifted to it; the flips are still timed on the real clock).
+evening, night and noon (the clocks of both are shifted to them; the flips are still timed on
+the real clock).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+
+import pytest
 
 from ioagent.simulator.server import RunningSimulator, run_simulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_EV_ID, SimulatorState
@@ -171,3 +174,68 @@ async def test_a_migration_from_legacy_changes_the_rules_without_a_restart(
             assert d.watcher.last(t.ev_offpeak) == "true"
             assert d.watcher.last(t.offpeak_confidence) == "planned"
             assert json.loads(family.payload)["product"] == "IOG-SMB-VAR-24-10-29"
+
+
+@pytest.mark.timeout(240)  # four simulated stretches, each waited out on the real clock
+async def test_four_rate_night_and_noon_reset_flip_exactly(
+    broker: Broker, tmp_path: object
+) -> None:
+    # The same evening's night: a smart charge inside the window counts towards the allowance,
+    # the window ends at 05:30 whatever the car does, and the allowance resets at local noon.
+    async with simulated("four_rate") as sim:
+        state = sim.state
+        clock = ShiftedClock(at("2026-01-15 23:29:42"), state)
+        device = state.device(DEFAULT_EV_ID)
+        state.add_dispatch(device, at("2026-01-15 23:30"), at("2026-01-16 01:30"), "SMART", 14.0)
+        async with running_daemon(broker, sim, tmp_path, clock=clock) as d:
+            t = d.topics
+            await d.watcher.wait_for(t.tariff, lambda p: '"four_rate"' in p and '"account"' in p)
+            await d.watcher.wait_for(t.planned, lambda p: len(json.loads(p)) == 1)
+            for topic, value in (
+                (t.offpeak, "false"),
+                (t.offpeak_confidence, "none"),
+                (t.ev_offpeak, "false"),
+                (t.allowance_remaining, "6.00"),
+                (t.allowance_exhausted_at, "none"),  # 2 h of 6: the plan does not use it up
+            ):
+                await d.watcher.wait_for(topic, lambda p, v=value: p == v, timeout=10)
+            mark = len(d.watcher.messages)
+
+            # 23:30: the window (guaranteed, whether or not the car draws) and the car's low
+            # rate start together; the night's half-hours use the allowance as they start.
+            home_on = await flip(d, t.offpeak, lambda p: p == "true", mark)
+            sure = await flip(d, t.offpeak_confidence, lambda p: p == "guaranteed", mark)
+            ev_on = await flip(d, t.ev_offpeak, lambda p: p == "true", mark)
+            used = await flip(d, t.allowance_remaining, lambda p: p == "5.50", mark)
+            for seen in (home_on, sure, ev_on, used):
+                assert_on_time(seen, clock, at("2026-01-15 23:30"))
+
+            # 01:30: the slot ends; the home stays low (the window), the car's rate goes up.
+            clock.jump_to(at("2026-01-16 01:29:44"))
+            assert (await d.command("refresh", "now"))["status"] == "ok"
+            mark = len(d.watcher.messages)
+            ev_off = await flip(d, t.ev_offpeak, lambda p: p == "false", mark)
+            assert_on_time(ev_off, clock, at("2026-01-16 01:30"))
+            assert d.watcher.last(t.offpeak) == "true"
+            assert d.watcher.last(t.allowance_remaining) == "4.00"
+
+            # 05:30: the window ends.
+            clock.jump_to(at("2026-01-16 05:29:44"))
+            assert (await d.command("refresh", "now"))["status"] == "ok"
+            mark = len(d.watcher.messages)
+            home_off = await flip(d, t.offpeak, lambda p: p == "false", mark)
+            peak = await flip(d, t.offpeak_confidence, lambda p: p == "none", mark)
+            for seen in (home_off, peak):
+                assert_on_time(seen, clock, at("2026-01-16 05:30"))
+
+            # 12:00: a new noon-to-noon period, with the whole allowance again.
+            clock.jump_to(at("2026-01-16 11:59:44"))
+            assert (await d.command("refresh", "now"))["status"] == "ok"
+            mark = len(d.watcher.messages)
+            reset = await flip(d, t.allowance_remaining, lambda p: p == "6.00", mark)
+            resets_at = await flip(
+                d, t.allowance_resets_at, lambda p: p == "2026-01-17T12:00:00Z", mark
+            )
+            for seen in (reset, resets_at):
+                assert_on_time(seen, clock, at("2026-01-16 12:00"))
+            assert d.watcher.last(t.offpeak) == "false"

@@ -807,6 +807,7 @@ async def test_keeps_a_dbus_mqtt_gx_in_sync_while_the_plan_changes(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(900)  # ten minutes of real timings; the default 150 s deadline cut it off
 async def test_soak_keeps_a_dbus_mqtt_gx_in_sync_for_ten_minutes(
     broker: Broker, harness_factory: Callable[..., Harness]
 ) -> None:
