@@ -20,7 +20,12 @@ PURE_CORE = ("ioagent.tariff", "ioagent.victron.slots", "ioagent.mqtt.commands",
              "ioagent.mqtt.homeassistant", "ioagent.ledger")  # fmt: skip
 """Decisions as pure functions: no I/O library, no store, no runtime."""
 PURE_CORE_FORBIDDEN = ("aiohttp", "aiomqtt", "paho", "apscheduler", "sqlite3", "ioagent.store",
-                       "ioagent.runtime")  # fmt: skip
+                       "ioagent.runtime",
+                       # ioagent's own edges: the Kraken client and its transport, the REST rates,
+                       # the MQTT bridge and publisher, the GX connector
+                       "ioagent.kraken.client", "ioagent.kraken.transport", "ioagent.kraken.tokens",
+                       "ioagent.kraken.rest", "ioagent.mqtt.bridge", "ioagent.mqtt.publisher",
+                       "ioagent.victron.connector")  # fmt: skip
 KRAKEN_FORBIDDEN = ("ioagent.mqtt", "ioagent.victron", "ioagent.store", "ioagent.runtime")
 VICTRON_FORBIDDEN = ("ioagent.kraken",)
 SIMULATOR_USERS = ("ioagent.demo", "ioagent.simulator")
@@ -164,6 +169,9 @@ FAKE = PACKAGE_ROOT / "fake.py"
         ("ioagent.victron.connector", "from ioagent.kraken import types\n", "victron/"),
         ("ioagent.runtime.daemon", "from ioagent.simulator.state import X\n", "simulator"),
         ("ioagent.tariff.rules", "from .. import runtime\n", "pure core"),
+        ("ioagent.tariff.product", "from ioagent.kraken.client import KrakenClient\n", "pure core"),
+        ("ioagent.ledger.summary", "from ioagent.mqtt.bridge import MqttBridge\n", "pure core"),
+        ("ioagent.tariff.signals", "from ioagent.mqtt import publisher\n", "pure core"),
     ],
 )
 def test_each_rule_catches_a_forbidden_import(module: str, source: str, rule: str) -> None:
