@@ -52,6 +52,7 @@ ACCOUNTS = {DEFAULT_ACCOUNT: DEFAULT_API_KEY, SECOND_ACCOUNT: SECOND_API_KEY}
 class Simulator:
     process: asyncio.subprocess.Process
     graphql_url: str
+    rest_url: str
     control: SimulatorControl
 
 
@@ -117,9 +118,10 @@ async def sim(workdir: Path) -> AsyncIterator[Simulator]:
         banner = log.read_text()
         graphql = re.search(r"GraphQL URL:\s+(\S+)", banner)
         control = re.search(r"Control API:\s+(\S+)", banner)
-        assert graphql and control, banner
+        rest = re.search(r'rest_url = "(\S+)"', banner)
+        assert graphql and control and rest, banner
         async with SimulatorControl(control.group(1)) as client:
-            yield Simulator(process, graphql.group(1), client)
+            yield Simulator(process, graphql.group(1), rest.group(1), client)
     finally:
         if process.returncode is None:
             process.terminate()
@@ -150,15 +152,18 @@ async def ha(ha_broker: Broker) -> AsyncIterator[HomeAssistant]:
 
 
 def write_ioagent_config(
-    path: Path, broker: Broker, graphql_url: str, account: str, api_key: str
+    path: Path, broker: Broker, sim: Simulator, account: str, api_key: str
 ) -> Path:
+    # Both URLs point at the simulator: the rates client's default is Octopus's own REST API,
+    # which a test must never call.
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f"""
 [octopus]
 api_key = "{api_key}"
 account_number = "{account}"
-api_url = "{graphql_url}"
+api_url = "{sim.graphql_url}"
+rest_url = "{sim.rest_url}"
 read_timeout = 5.0
 
 [mqtt]
@@ -186,7 +191,7 @@ async def ioagents(
         account: Ioagent(
             account,
             write_ioagent_config(
-                workdir / account / "config.toml", ha_broker, sim.graphql_url, account, key
+                workdir / account / "config.toml", ha_broker, sim, account, key
             ),
             workdir / account / "ioagent.log",
         )

@@ -20,6 +20,7 @@ import pytest_asyncio
 from ioagent.mqtt.homeassistant import discovery_topic
 from ioagent.mqtt.topics import Topics
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_EV_ID, SECOND_ACCOUNT
+from ioagent.timeutil import parse_iso
 from tests.broker import Broker
 from tests.faults import retained_snapshot
 from tests.harness import watching
@@ -254,6 +255,35 @@ async def test_ha_logs_no_warning_about_ioagents_discovery(
         if "homeassistant.components.mqtt" in line or "ioagent" in line
     ]
     assert problems == []
+
+
+async def test_the_ledger_entities_show_the_settled_costs(
+    first: dict[str, dict[str, Any]], ha: HomeAssistant, ha_broker: Broker
+) -> None:
+    # The ledger first publishes a minute after ioagent starts; each of its entities is
+    # announced once its topic has a payload (docs/ledger.md).
+    ledger: dict[str, dict[str, Any]] = {}
+    for _ in range(240):
+        components = await announced(ha_broker, DEFAULT_ACCOUNT)
+        ledger = {k: c for k, c in components.items() if k.startswith("ledger_")}
+        if len(ledger) == 3:
+            break
+        await asyncio.sleep(0.5)
+    assert set(ledger) == {"ledger_yesterday", "ledger_month", "ledger_agreement"}
+    await wait_all_available(ha, ledger)
+    await wait_states_match(ha, ha_broker, ledger)
+    held = await retained_snapshot(ha_broker)
+    for key in ("ledger_yesterday", "ledger_month"):
+        state = await ha.state(entity_id(ledger[key]))
+        assert state is not None
+        attributes = state["attributes"]
+        assert (attributes["device_class"], attributes["state_class"]) == ("monetary", "total")
+        assert attributes["unit_of_measurement"] == "GBP"
+        # HA's Energy dashboard reads a total's cycle from last_reset: the day's or month's start
+        payload = json.loads(held[ledger[key]["state_topic"]])
+        assert parse_iso(attributes["last_reset"]) == parse_iso(payload["start"]), key
+    registry = await ha.entity_registry()
+    assert registry[entity_id(ledger["ledger_agreement"])]["entity_category"] == "diagnostic"
 
 
 async def test_each_control_changes_the_simulator(
