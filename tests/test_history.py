@@ -11,7 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ioagent.cli import main
-from ioagent.kraken.types import CompletedDispatch, Dispatch
+from ioagent.config import TariffSettings
+from ioagent.kraken.types import Agreement, CompletedDispatch, Dispatch
+from ioagent.runtime.agent import PRODUCT_META
 from ioagent.store.database import SlotRecord, Store, watching_since_key
 from ioagent.store.history import (
     CAP_FLAG_META,
@@ -19,15 +21,30 @@ from ioagent.store.history import (
     night_bounds,
     night_of,
     nightly_history,
+    read_history,
     summarise_night,
 )
+from ioagent.tariff.four_rate import FourRateRules
+from ioagent.tariff.product import Family, from_agreement
 from ioagent.tariff.rules import TariffRules
+from ioagent.tariff.signals import ProductRules
 from ioagent.timeutil import iso_z
 
 LONDON = ZoneInfo("Europe/London")
 RULES = TariffRules(zone=LONDON, offpeak_start=time(23, 30), offpeak_end=time(5, 30))
 ACCOUNT = "A-1234ABCD"
 REPO = Path(__file__).resolve().parent.parent
+LEGACY_CODE = "INTELLI-VAR-22-10-14"
+FOUR_RATE_CODE = "IOG-SMB-VAR-26-01-01"
+
+
+def product_rules(family: Family, legacy: TariffRules = RULES) -> ProductRules:
+    """The rules of ``family`` with the default settings (23:30-05:30, 6 h allowance)."""
+    return ProductRules(family=family, legacy=legacy, four_rate=FourRateRules(zone=LONDON))
+
+
+LEGACY = product_rules("legacy")
+FOUR_RATE = product_rules("four_rate")
 
 
 def utc(text: str) -> datetime:
@@ -91,7 +108,7 @@ def test_nights_follow_the_wall_clock_through_dst(
 ) -> None:
     start, end = night_bounds(night, RULES)
     assert end - start == timedelta(hours=length_hours)
-    summary = summarise_night(night, RULES, [], [], now=end + timedelta(days=1))
+    summary = summarise_night(night, LEGACY, [], [], now=end + timedelta(days=1))
     assert summary.fixed_offpeak_hours == fixed_hours
     assert summary.extra_offpeak_hours == 0
 
@@ -99,7 +116,8 @@ def test_nights_follow_the_wall_clock_through_dst(
 # --- the hand-computed fixture -------------------------------------------------------------
 #
 # February, so London is on GMT and local time equals UTC. Fixed window 23:30-05:30, rounding
-# to half-hours, no cap.
+# to half-hours, no cap. The figures are the same on legacy and on four-rate: the night of the
+# 7th uses 5.5 h of the allowance period from 02-07 12:00 (b 0.5, d 1.0, a 1.0, c 1.5, f 1.5).
 #   night 2026-02-07 = [02-07 05:30, 02-08 05:30)     night 2026-02-08 = [02-08 05:30, 02-09 05:30)
 #
 # | completed dispatch                   | widened      | extra h (night)              | kWh       |
@@ -107,13 +125,13 @@ def test_nights_follow_the_wall_clock_through_dst(
 # | a 02-07 19:30-20:15 smart AT_HOME    | 19:30-20:30  | 1.0 (07)                     | 3.5 smart |
 # | b 02-07 13:37:11-13:38:27 source null| -            | 0 (nothing known of it)      | 0.2 other |
 # | c 02-07 23:00-00:30 smart AT_HOME    | 23:00-00:30  | 0.5 (07): 23:00-23:30 only   | 5.0 smart |
-# | d 02-07 15:00-16:00 smart AWAY       | -            | 0                            | 7.0 away  |
+# | d 02-07 15:00-16:00 smart AWAY       | 15:00-16:00  | 1.0 (07): completed, R7      | 7.0 away  |
 # | e 02-07 17:00-17:30 bump AT_HOME     | -            | 0 (boost is peak)            | 3.0 boost |
 # | f 02-08 05:00-06:10 smart AT_HOME    | 05:00-06:30  | 0 (07, inside fixed);        | 4.0 smart |
 # |                                      |              | 1.0 (08): 05:30-06:30        | (07)      |
 # | g 02-08 21:10-21:20 smart location ? | 21:00-21:30  | 0.5 (08)                     | 0.8 smart |
 #
-# night 07: fixed 6.0, extra 1.0 + 0.5 = 1.5, smart 3.5 + 5.0 + 4.0 = 12.5, away 7.0,
+# night 07: fixed 6.0, extra 1.0 + 0.5 + 1.0 = 2.5, smart 3.5 + 5.0 + 4.0 = 12.5, away 7.0,
 #           boost 3.0, other 0.2 (b: source null and no planned slot known for it);
 #           withdrawn: the 18:00 slot (the 21:00 one was not withdrawn).
 # night 08 at now = 02-09 03:00 (in progress): fixed 23:30-03:00 = 3.5, extra 1.0 + 0.5 = 1.5,
@@ -141,7 +159,7 @@ EXPECTED = [
         end=utc("2026-02-08 05:30"),
         complete=True,
         fixed_offpeak_hours=6.0,
-        extra_offpeak_hours=1.5,
+        extra_offpeak_hours=2.5,
         smart_kwh=12.5,
         away_kwh=7.0,
         boost_kwh=3.0,
@@ -164,13 +182,14 @@ EXPECTED = [
 ]
 
 
-def test_nightly_history_matches_the_hand_computed_fixture() -> None:
-    history = nightly_history(FIXTURE_COMPLETED, FIXTURE_WITHDRAWN, RULES, FIXTURE_NOW, nights=2)
+@pytest.mark.parametrize("rules", [LEGACY, FOUR_RATE], ids=["legacy", "four_rate"])
+def test_nightly_history_matches_the_hand_computed_fixture(rules: ProductRules) -> None:
+    history = nightly_history(FIXTURE_COMPLETED, FIXTURE_WITHDRAWN, rules, FIXTURE_NOW, nights=2)
     assert [n.as_json() for n in history] == [n.as_json() for n in EXPECTED]
 
 
 def test_more_nights_than_recorded_show_zeros() -> None:
-    history = nightly_history(FIXTURE_COMPLETED, FIXTURE_WITHDRAWN, RULES, FIXTURE_NOW, nights=4)
+    history = nightly_history(FIXTURE_COMPLETED, FIXTURE_WITHDRAWN, LEGACY, FIXTURE_NOW, nights=4)
     assert [n.night for n in history] == [date(2026, 2, d) for d in (5, 6, 7, 8)]
     assert history[0].extra_offpeak_hours == 0 and history[0].smart_kwh == 0
     assert history[0].fixed_offpeak_hours == 6.0
@@ -190,8 +209,9 @@ def test_the_cap_limits_extra_hours() -> None:
         completed("2026-02-07 19:00", "2026-02-07 20:00", -7.0),
     ]
     night = date(2026, 2, 7)
-    assert summarise_night(night, capped, slots, [], FIXTURE_NOW).extra_offpeak_hours == 1.0
-    assert summarise_night(night, RULES, slots, [], FIXTURE_NOW).extra_offpeak_hours == 2.0
+    with_cap = product_rules("legacy", capped)
+    assert summarise_night(night, with_cap, slots, [], FIXTURE_NOW).extra_offpeak_hours == 1.0
+    assert summarise_night(night, LEGACY, slots, [], FIXTURE_NOW).extra_offpeak_hours == 2.0
 
 
 def test_without_rounding_only_the_slot_itself_counts() -> None:
@@ -199,8 +219,64 @@ def test_without_rounding_only_the_slot_itself_counts() -> None:
         zone=LONDON, offpeak_start=time(23, 30), offpeak_end=time(5, 30), round_to_half_hour=False
     )
     slots = [completed("2026-02-07 19:30", "2026-02-07 20:15", -3.5)]
-    summary = summarise_night(date(2026, 2, 7), exact, slots, [], FIXTURE_NOW)
+    summary = summarise_night(
+        date(2026, 2, 7), product_rules("legacy", exact), slots, [], FIXTURE_NOW
+    )
     assert summary.extra_offpeak_hours == 0.75
+
+
+# --- the product's rules -------------------------------------------------------------------
+#
+# The same completed dispatches read by each family's rules (February: local time is UTC;
+# 23:30-05:30 window, 6 h allowance from noon to noon, no legacy cap). The night is that of
+# 7 February, [02-07 05:30, 02-08 05:30), counted at FIXTURE_NOW (complete).
+
+LONG_DAY = [completed("2026-02-07 12:00", "2026-02-07 22:00", -70.0)]
+NIGHT_THEN_MORNING = [
+    # The night before: 6 h in the window, all of the allowance period from 02-06 12:00.
+    completed("2026-02-06 23:30", "2026-02-07 05:30", -42.0),
+    completed("2026-02-07 11:00", "2026-02-07 12:00", -7.0),
+]
+ACROSS_NOON = [
+    # 00:00-05:30 is 11 half-hours of the period from 02-06 12:00: 11:00 is the 12th.
+    completed("2026-02-07 00:00", "2026-02-07 05:30", -38.5),
+    completed("2026-02-07 11:00", "2026-02-07 13:00", -14.0),
+]
+UNPLACED_FIRST = [
+    # No kind known (source null, no plan seen): it uses 5.5 h of allowance, earns nothing.
+    completed("2026-02-07 12:00", "2026-02-07 17:30", -38.5, source=None),
+    completed("2026-02-07 17:30", "2026-02-07 19:00", -10.5),
+]
+AWAY_COMPLETED = [completed("2026-02-07 15:00", "2026-02-07 16:00", -7.0, location="AWAY")]
+
+
+@pytest.mark.parametrize(
+    ("family", "slots", "extra"),
+    [
+        # A 10 h daytime charge: legacy counts all of it, four-rate its first 6 h (to 18:00).
+        ("legacy", LONG_DAY, 10.0),
+        ("four_rate", LONG_DAY, 6.0),
+        ("other", LONG_DAY, 0.0),
+        # The allowance spans nights: the previous night's window charge used it up.
+        ("legacy", NIGHT_THEN_MORNING, 1.0),
+        ("four_rate", NIGHT_THEN_MORNING, 0.0),
+        # 11:00 is within, 11:30 beyond; from 12:00 a new period (docs/tariff.md).
+        ("legacy", ACROSS_NOON, 2.0),
+        ("four_rate", ACROSS_NOON, 1.5),
+        # A record of no known kind makes no extra hours, but on four-rate it uses allowance.
+        ("legacy", UNPLACED_FIRST, 1.5),
+        ("four_rate", UNPLACED_FIRST, 0.5),
+        # A completed dispatch counts whatever its location (R7).
+        ("legacy", AWAY_COMPLETED, 1.0),
+        ("four_rate", AWAY_COMPLETED, 1.0),
+    ],
+)
+def test_extra_hours_follow_the_products_rules(
+    family: Family, slots: list[CompletedDispatch], extra: float
+) -> None:
+    summary = summarise_night(date(2026, 2, 7), product_rules(family), slots, [], FIXTURE_NOW)
+    assert summary.extra_offpeak_hours == extra
+    assert summary.fixed_offpeak_hours == 6.0
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -291,12 +367,112 @@ def test_history_table_and_days(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert row.split()[2:] == ["1.0", "3.50", "0.00", "3.00", "0.00", "1"]
 
 
-def test_history_follows_the_device_cap_flag_when_auto(tmp_path: Path) -> None:
+def _store_product(db: Path, family: Family | None) -> None:
+    """Record the account's product as the daemon does once it has read the agreement
+    (``from_agreement``, then ``stored_json`` under ``PRODUCT_META``); None: never read."""
+    if family is None:
+        return
+    code = LEGACY_CODE if family == "legacy" else FOUR_RATE_CODE
+    agreement = Agreement(code, f"E-1R-{code}-H", utc("2025-01-01 00:00"), None, "1900000000001")
+    store = Store.open(db)
+    store.set_meta(PRODUCT_META.format(account=ACCOUNT), from_agreement(agreement).stored_json())
+    store.close()
+
+
+def _prepare_long_charge(tmp_path: Path, now: datetime, setting: str) -> tuple[Path, date]:
+    """A database whose last complete night holds one 10 h smart charge, 12:00-22:00 local,
+    stored as Octopus sends it (``meta.source`` null) with the slot ioagent saw planned."""
+    night = night_of(now, RULES) - timedelta(days=1)
+    begin = datetime.combine(night, time(12, 0), tzinfo=LONDON).astimezone(UTC)
+    finish = datetime.combine(night, time(22, 0), tzinfo=LONDON).astimezone(UTC)
+    db = tmp_path / "ioagent.db"
+    store = Store.open(db)
+    store.set_meta(watching_since_key(ACCOUNT), iso_z(now - timedelta(days=21)))
+    store.save_plan(ACCOUNT, "ev", [Dispatch(begin, finish, "SMART", 70.0)], begin)
+    store.add_completed(ACCOUNT, [CompletedDispatch(begin, finish, -70.0, None, "AT_HOME")])
+    store.close()
+    config = tmp_path / "ioagent.toml"
+    config.write_text(
+        '[octopus]\napi_key = "sk_live_FAKEhistoryTest0000001"\n'
+        f'account_number = "{ACCOUNT}"\n[storage]\npath = "ioagent.db"\n'
+        f'[tariff]\nproduct = "{setting}"\n'
+    )
+    return config, night
+
+
+@pytest.mark.parametrize(
+    ("stored", "setting", "family", "source", "product", "extra", "says"),
+    [
+        ("legacy", "auto", "legacy", "account", LEGACY_CODE, 10.0, "Rules: legacy"),
+        ("four_rate", "auto", "four_rate", "account", FOUR_RATE_CODE, 6.0, "Rules: four-rate"),
+        # Never read from the account: the cautious four-rate rules, as the daemon applies.
+        (None, "auto", "four_rate", "default", None, 6.0, "four-rate, the cautious default"),
+        # `[tariff] product` overrides what the account said, keeping its code.
+        ("legacy", "four_rate", "four_rate", "config", None, 6.0, "set by [tariff] product"),
+        ("four_rate", "legacy", "legacy", "config", None, 10.0, "set by [tariff] product"),
+        ("four_rate", "four_rate", "four_rate", "config", FOUR_RATE_CODE, 6.0, FOUR_RATE_CODE),
+    ],
+)
+def test_history_uses_the_accounts_product(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    stored: Family | None,
+    setting: str,
+    family: str,
+    source: str,
+    product: str | None,
+    extra: float,
+    says: str,
+) -> None:
+    config, night = _prepare_long_charge(tmp_path, datetime.now(UTC), setting)
+    _store_product(tmp_path / "ioagent.db", stored)
+    assert main(["history", "--config", str(config), "--json", "--days", "2"]) == 0
+    (account,) = json.loads(capsys.readouterr().out)["accounts"]
+    assert (account["family"], account["product_source"]) == (family, source)
+    assert account["product"] == product
+    assert account["allowance_hours"] == (6.0 if family == "four_rate" else None)
+    (row,) = [n for n in account["nights"] if n["night"] == night.isoformat()]
+    assert row["extra_offpeak_hours"] == extra
+    assert row["smart_kwh"] == 70.0
+
+    assert main(["history", "--config", str(config), "--days", "2"]) == 0
+    out = capsys.readouterr().out
+    assert says in " ".join(out.split())
+    (line,) = [line for line in out.splitlines() if line.startswith(night.isoformat())]
+    assert line.split()[2:4] == [f"{extra:.1f}", "70.00"]
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+
+
+def test_the_allowance_reaches_back_before_the_first_night_shown(tmp_path: Path) -> None:
+    # --days 1 at 02-07 14:00: the night shown starts at 05:30, but the allowance period holding
+    # its 11:00 slot began at 02-06 12:00 and the 23:30-05:30 charge used all of it.
+    store = Store.open(tmp_path / "ioagent.db")
+    try:
+        store.set_meta(watching_since_key(ACCOUNT), iso_z(utc("2026-02-01 00:00")))
+        store.add_completed(ACCOUNT, NIGHT_THEN_MORNING)
+        now = utc("2026-02-07 14:00")
+        legacy = read_history(store, ACCOUNT, TariffSettings(product="legacy"), now, 1)
+        four_rate = read_history(store, ACCOUNT, TariffSettings(product="four_rate"), now, 1)
+    finally:
+        store.close()
+    assert [n.night for n in legacy.nights] == [date(2026, 2, 7)]
+    assert legacy.nights[0].extra_offpeak_hours == 1.0
+    assert four_rate.nights[0].extra_offpeak_hours == 0.0
+
+
+def test_history_follows_the_device_cap_flag_when_auto(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config, _night = _prepare(tmp_path, datetime.now(UTC))
     db = tmp_path / "state" / "ioagent.db"
     store = Store.open(db)
     store.set_meta(CAP_FLAG_META.format(account=ACCOUNT), "ENABLED")
     store.close()
+    # The cap is a legacy rule; on four-rate the allowance takes its place.
+    _store_product(db, "four_rate")
+    assert main(["history", "-c", str(config), "--json", "--days", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["accounts"][0]["smart_cap"] is False
+    _store_product(db, "legacy")
     result = subprocess.run(
         [sys.executable, "-m", "ioagent", "history", "-c", str(config), "--json", "--days", "1"],
         capture_output=True,
@@ -401,5 +577,5 @@ def test_the_store_starts_its_record_at_the_earliest_thing_it_saw(tmp_path: Path
 
 def test_nights_before_the_record_starts_are_left_out() -> None:
     since = utc("2026-02-08 10:00")  # during the night of 8 February
-    history = nightly_history([], [], RULES, utc("2026-02-10 12:00"), nights=14, since=since)
+    history = nightly_history([], [], LEGACY, utc("2026-02-10 12:00"), nights=14, since=since)
     assert [n.night for n in history] == [date(2026, 2, 8), date(2026, 2, 9), date(2026, 2, 10)]

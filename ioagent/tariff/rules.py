@@ -145,8 +145,9 @@ def counts_for_offpeak(slot: Dispatch, now: datetime | None) -> bool:
     With ``now``: every ``SMART`` slot counts except one *still running or to come* that is
     reported ``AWAY``. Billing data shows completed dispatches later relabelled ``AWAY`` (and
     ``UNABLE_TO_IDENTIFY``) billed at the low rate, so a completed slot counts whatever its
-    location says (docs/tariff.md, R7). Without ``now`` (the history report, which looks at
-    past nights only) the older rule applies: at home or unknown.
+    location says (docs/tariff.md, R7). Without ``now`` the older rule applies: at home or
+    unknown (``ioagent history`` no longer uses it: it reads past nights through
+    ``ioagent.tariff.signals.timeline``).
     """
     if now is None:
         return slot.type == SMART and slot.location in (AT_HOME, None)
