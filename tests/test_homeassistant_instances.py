@@ -75,6 +75,7 @@ def write_config(path: Path, broker: Broker, simulator: RunningSimulator, octopu
 [octopus]
 {octopus}
 api_url = "{simulator.graphql_url}"
+rest_url = "{simulator.rest_url}"
 
 [mqtt]
 host = "{broker.host}"

@@ -59,8 +59,11 @@ def write_config(
 ) -> Path:
     path = tmp_path / "ioagent.toml"
     chosen = f'account_number = "{account}"\n' if account else ""
+    # The rates come from the same server's REST API: never from Octopus's own.
+    rest_url = api_url.split("/v1/")[0]
     path.write_text(
-        f'[octopus]\napi_key = "{api_key}"\napi_url = "{api_url}"\nread_timeout = 5\n{chosen}',
+        f'[octopus]\napi_key = "{api_key}"\napi_url = "{api_url}"\nrest_url = "{rest_url}"\n'
+        f"read_timeout = 5\n{chosen}",
         encoding="utf-8",
     )
     return path

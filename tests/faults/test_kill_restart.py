@@ -39,6 +39,7 @@ def write_config(
 api_key = "{api_key}"
 account_number = "{DEFAULT_ACCOUNT}"
 api_url = "{simulator.graphql_url}"
+rest_url = "{simulator.rest_url}"
 read_timeout = 3.0
 
 [mqtt]
