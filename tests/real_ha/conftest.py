@@ -190,9 +190,7 @@ async def ioagents(
     agents = {
         account: Ioagent(
             account,
-            write_ioagent_config(
-                workdir / account / "config.toml", ha_broker, sim, account, key
-            ),
+            write_ioagent_config(workdir / account / "config.toml", ha_broker, sim, account, key),
             workdir / account / "ioagent.log",
         )
         for account, key in ACCOUNTS.items()
