@@ -15,6 +15,7 @@ from ioagent.ledger.schedule import (
     next_fetch,
     next_request_at,
 )
+from ioagent.ledger.windows import fetch_chunks
 
 NOW = datetime(2026, 11, 23, 10, 17, 42, tzinfo=UTC)
 
@@ -69,3 +70,20 @@ def test_requests_wait_for_the_budget_and_out_of_the_quiet_seconds() -> None:
     edge.spend(datetime(2026, 11, 23, 9, 59, 59, tzinfo=UTC))
     got = next_request_at(datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC), edge)
     assert got == datetime(2026, 11, 23, 11, 0, 20, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("half_hours", "chunks"),
+    [(0, 0), (1, 1), (48, 1), (49, 2), (30 * 48, 30), (3 * 48 + 7, 4)],
+)
+def test_fetch_chunks_cover_the_range_in_day_sized_runs_oldest_first(
+    half_hours: int, chunks: int
+) -> None:
+    start = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
+    end = start + half_hours * timedelta(minutes=30)
+    found = fetch_chunks(start, end)
+    assert len(found) == chunks
+    assert [a for a, _ in found[1:]] == [b for _, b in found[:-1]], "consecutive, no gap"
+    if found:
+        assert (found[0][0], found[-1][1]) == (start, end)
+    assert all(b - a <= timedelta(hours=24) for a, b in found)

@@ -22,18 +22,22 @@ from ioagent.kraken.client import KrakenClient
 from ioagent.ledger.parse import Bucket, SettledHalfHour
 from ioagent.ledger.reconcile import reconcile
 from ioagent.ledger.schedule import fetch_range
-from ioagent.ledger.windows import fetch_windows, floor_half_hour
+from ioagent.ledger.windows import fetch_chunks, fetch_windows, floor_half_hour
 from ioagent.runtime import ledger_task
 from ioagent.runtime.ledger_task import LedgerTask
 from ioagent.simulator.ledger import mpan_for
 from ioagent.simulator.server import RunningSimulator, run_simulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, SOURCE_SMART, SimulatorState
 from ioagent.store.async_store import AsyncStore
-from ioagent.store.ledger import CAR_SIGNAL, HOME_SIGNAL, record_transition
+from ioagent.store.ledger import CAR_SIGNAL, HOME_SIGNAL, record_transition, settled_between
 
 LONDON = ZoneInfo("Europe/London")
 START = datetime(2026, 11, 23, 10, 0, 5, tzinfo=UTC)
-HALF = timedelta(minutes=30)  # inside the quiet seconds of 10:00
+HALF = timedelta(minutes=30)
+EVER = (
+    datetime(2000, 1, 1, tzinfo=UTC),
+    datetime(2100, 1, 1, tzinfo=UTC),
+)  # inside the quiet seconds of 10:00
 
 
 @dataclass
@@ -301,3 +305,32 @@ async def test_the_published_reasons_use_the_configured_window_like_the_command_
     assert (
         home["reason"] == shown.disagreements()[0].reason == "signal peak, billed home low: window"
     )
+
+
+async def test_a_long_backfill_is_stored_and_shown_day_by_day(world: World) -> None:
+    # 7 days at 10 requests an hour take hours: the month and the agreement fill in as it goes,
+    # each day is stored when fetched, and `yesterday` waits for the end (a backfill goes
+    # oldest first, so its newest complete day so far is not the last settled day).
+    task = world.task(LedgerSettings(backfill_days=7, calls_per_hour=10))
+    shown: list[tuple[str, datetime, int]] = []
+    inner = task.publish
+    assert inner is not None
+
+    async def publish(suffix: str, payload: str) -> None:
+        stored = await world.store._run(
+            lambda s: len(settled_between(s, DEFAULT_ACCOUNT, *EVER)), 0
+        )
+        shown.append((suffix, world.time.now, stored))
+        await inner(suffix, payload)
+
+    task.publish = publish
+    await task.fetch_once()
+    last_request = task.request_times[-1]
+    months = [(at, stored) for suffix, at, stored in shown if suffix == "ledger/month"]
+    chunks = fetch_chunks(*fetch_range(START, None, backfill_days=7, refetch_days=3))
+    assert len(months) == len(chunks) == 7  # one per day-sized chunk of the range
+    assert months[0][0] < last_request - timedelta(hours=1), "shown long before the end"
+    assert [stored for _, stored in months] == sorted(stored for _, stored in months)
+    assert months[0][1] > 0, "the first day was stored before the second was asked for"
+    yesterdays = [at for suffix, at, _ in shown if suffix == "ledger/yesterday"]
+    assert yesterdays == [yesterdays[0]] and yesterdays[0] >= last_request

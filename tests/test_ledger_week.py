@@ -18,9 +18,11 @@ the home bonus, and the next ledger fetch (the restarted daemon's first) shows i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -137,18 +139,22 @@ def seed_signals(db: Path, rules: ProductRules, until: datetime) -> dict[str, in
     return stored
 
 
-async def fresh(d: RunningDaemon, suffix: str, nth: int = 1, timeout: float = 60) -> Seen:
-    """The ``nth`` message on the topic published by this daemon: not a retained one left by
-    an earlier run (a live message is delivered without the retain flag)."""
+async def fresh(
+    d: RunningDaemon,
+    suffix: str,
+    wanted: Callable[[dict[str, Any]], bool] = lambda _: True,
+    timeout: float = 60,
+) -> Seen:
+    """The first message on the topic published by this daemon (not a retained one left by an
+    earlier run: a live message is delivered without the retain flag) whose JSON is ``wanted``.
+    A fetch publishes day by day as it goes, so a test names the state it waits for."""
     topic = f"{d.topics.root}/{suffix}"
     after = 0
     while True:
         seen = await d.watcher.wait_for(topic, timeout=timeout, after=after)
         after = d.watcher.messages.index(seen) + 1
-        if not seen.retain:
-            nth -= 1
-            if nth == 0:
-                return seen
+        if not seen.retain and wanted(json.loads(seen.payload)):
+            return seen
 
 
 @pytest.mark.timeout(120)
@@ -184,13 +190,18 @@ async def test_a_settled_week_agrees_and_a_dropped_home_bonus_shows_in_one_fetch
             )
             family = json.loads(seen.payload)["family"]
             assert family == "four_rate", "the daemon must apply the rules the week was seeded by"
-            agreement = json.loads((await fresh(d, "ledger/agreement")).payload)
-            yesterday = json.loads(d.watcher.last(f"{d.topics.root}/ledger/yesterday") or "{}")
             fetched_at = clock()
-        settled_end = floor_half_hour(fetched_at - SETTLEMENT_LAG)
+            settled_end = floor_half_hour(fetched_at - SETTLEMENT_LAG)
+            week_half_hours = int((settled_end - WEEK[0]) / HALF)
+            # The backfill publishes day by day; wait for the state once it reached the end.
+            agreement = json.loads(
+                (
+                    await fresh(d, "ledger/agreement", lambda a: a["half_hours"] >= week_half_hours)
+                ).payload
+            )
+            yesterday = json.loads((await fresh(d, "ledger/yesterday")).payload)
         fetched_from = floor_half_hour(fetched_at - timedelta(days=backfill_days))
         assert settled_end == WEEK[1], "the whole week is settled, nothing after it"
-        week_half_hours = int((settled_end - WEEK[0]) / HALF)
         assert agreement["half_hours"] == week_half_hours
         assert agreement["agreed"] == week_half_hours
         assert agreement["ratio"] == 1.0
@@ -227,19 +238,23 @@ async def test_a_settled_week_agrees_and_a_dropped_home_bonus_shows_in_one_fetch
         ):
             assert resp.status == 200, await resp.text()
         changed_at = clock()
-        # The two fetches (10 days, then 8 again) need more requests than the ledger's hourly budget,
-        # which a restart keeps (test_ledger_task.py::test_a_restart_keeps_the_ledgers_budget).
+        # The two fetches (10 days, then 8 again) need more requests than the ledger's hourly
+        # budget, which a restart keeps (test_ledger_task.py::test_a_restart_keeps_the_ledgers_budget).
         # Here the restart stands for the next fetch, hours later: give it that hour's budget.
         store = Store.open(db)
         try:
             store.set_meta(ledger_task.LEDGER_BUDGET_META.format(account=DEFAULT_ACCOUNT), "[]")
         finally:
             store.close()
-        # The restarted daemon publishes what it stored (before the change), then fetches:
-        # refetch_days back, once. Its second agreement is the one fetch after the change.
+        # The restarted daemon publishes what it stored (before the change), then fetches
+        # refetch_days back; its next fetch is hours away, so what changes now is that fetch.
         async with running_daemon(broker, sim, tmp_path, clock=clock, ledger=ledger) as d:
             stored_again = json.loads((await fresh(d, "ledger/agreement")).payload)
-            after = json.loads((await fresh(d, "ledger/agreement", nth=2)).payload)
+            # It publishes day by day as the re-fetch goes: wait for the state once the re-fetch
+            # has passed every bonus half-hour (a wrong or missing change never gets there).
+            expected = week_half_hours - len(BONUS_HALF_HOURS)
+            seen = await fresh(d, "ledger/agreement", lambda a: a["agreed"] <= expected)
+            after = json.loads(seen.payload)
         assert stored_again["agreed"] == week_half_hours, "from the store, before any fetch"
         assert after["half_hours"] == week_half_hours
         assert after["agreed"] == week_half_hours - len(BONUS_HALF_HOURS)

@@ -34,6 +34,23 @@ def fetch_windows(
     return windows
 
 
+FETCH_CHUNK_WINDOWS: Final = 4
+"""Windows fetched, stored and published together during a long fetch: a day of half-hours, so
+a 30-day backfill (hours at the ledger's budget) shows and keeps its progress day by day."""
+
+
+def fetch_chunks(
+    start: datetime, end: datetime, windows: int = FETCH_CHUNK_WINDOWS
+) -> list[tuple[datetime, datetime]]:
+    """``[start, end)`` in consecutive chunks of ``windows`` fetch windows, oldest first (so an
+    interrupted backfill resumes from the newest stored half-hour)."""
+    cut = fetch_windows(start, end)
+    return [
+        (group[0][0], group[-1][1])
+        for group in (cut[i : i + windows] for i in range(0, len(cut), windows))
+    ]
+
+
 def local_day_bounds(day: date, zone: ZoneInfo = LONDON) -> tuple[datetime, datetime]:
     """UTC ``[start, end)`` of a local calendar day: 46, 48 or 50 half-hours in London."""
     start = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)

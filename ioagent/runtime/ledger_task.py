@@ -30,7 +30,7 @@ from ioagent.ledger.parse import ParsedPage, SettledHalfHour, merge_pages
 from ioagent.ledger.reconcile import FIXED_WINDOW, agreement_json, reconcile
 from ioagent.ledger.schedule import fetch_range, ledger_budget, next_fetch, next_request_at
 from ioagent.ledger.summary import month_json, unknown_label_note, yesterday_json
-from ioagent.ledger.windows import LONDON
+from ioagent.ledger.windows import LONDON, fetch_chunks
 from ioagent.logs import get_logger
 from ioagent.mqtt.publisher import Publisher as Publisher_
 from ioagent.store.async_store import AsyncStore
@@ -159,25 +159,41 @@ class LedgerTask:
             refetch_days=self.settings.refetch_days,
         )
         before = len(self.request_times)
+        chunks = fetch_chunks(start, end)
+        rows: list[SettledHalfHour] = []
+        for index, (chunk_start, chunk_end) in enumerate(chunks):
+            # Stored and shown chunk by chunk: a long backfill is not lost when it is cut short,
+            # and the month and the agreement fill in while it runs.
+            await self._fetch_chunk(mpan, chunk_start, chunk_end, report)
+            last = index == len(chunks) - 1
+            rows = await self._publish(with_yesterday=last)
+        report.requests = len(self.request_times) - before
+        if not chunks:
+            rows = await self._publish()
+        await self._set_note(unknown_label_note(rows))
+        return report
+
+    async def _fetch_chunk(
+        self, mpan: str, start: datetime, end: datetime, report: FetchReport
+    ) -> None:
         page = await settled_half_hours(
             self.client, self.account, mpan, start, end, before_request=self._gate
         )
         page = await self._refetch_stripped(page, mpan)
-        report.requests = len(self.request_times) - before
-        report.without_statistics = len(page.without_statistics)
+        report.without_statistics += len(page.without_statistics)
         saved: SaveResult = await self.store._run(
             lambda s: save_settled(s, self.account, page.half_hours, self.clock()),
             SaveResult(0, 0, []),
         )
-        report.added, report.unchanged = saved.added, saved.unchanged
-        report.rebilled = len(saved.rebilled)
+        report.added += saved.added
+        report.unchanged += saved.unchanged
+        report.rebilled += len(saved.rebilled)
         for rebill in saved.rebilled:
             _log.info("settled half-hour re-billed", account=self.account, **rebill.as_log())
-        report.unknown_labels = page.unknown_labels
+        report.unknown_labels += [
+            label for label in page.unknown_labels if label not in report.unknown_labels
+        ]
         self._log_labels(page.unknown_labels)
-        rows = await self._publish()
-        await self._set_note(unknown_label_note(rows))
-        return report
 
     async def _refetch_stripped(self, page: ParsedPage, mpan: str) -> ParsedPage:
         pages = [page]
@@ -230,8 +246,12 @@ class LedgerTask:
             "ledger/agreement": json.dumps(agreement, separators=(",", ":")),
         }
 
-    async def _publish(self) -> list[SettledHalfHour]:
-        """Publish the three payloads from the store; returns the rows they were made from."""
+    async def _publish(self, *, with_yesterday: bool = True) -> list[SettledHalfHour]:
+        """Publish the payloads from the store; returns the rows they were made from.
+
+        ``with_yesterday`` false while a fetch is still under way: a backfill goes oldest
+        first, and its newest complete day so far is not the last settled day.
+        """
         now = self.clock()
         since = now - timedelta(days=max(AGREEMENT_DAYS, 32))
         no_rows: list[SettledHalfHour] = []
@@ -247,6 +267,8 @@ class LedgerTask:
         )
         if self.publish is not None:
             for suffix, payload in self.payloads(rows, home, car, now).items():
+                if suffix == "ledger/yesterday" and not with_yesterday:
+                    continue
                 if payload != "null":  # no fully settled day yet: nothing to say
                     await self.publish(suffix, payload)
         return rows
