@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -226,3 +227,38 @@ async def test_an_unseen_completed_record_counts_towards_the_allowance_as_smart(
     await agent.client.close()
     assert [c["type"] for c in json.loads(publisher.retained[TOPICS.completed])] == ["UNKNOWN"]
     assert [(s.start, s.type) for s in agent.plan] == [(earlier.start, SMART)]
+
+
+@dataclass
+class StuckPublisher(RecordingPublisher):
+    """Takes the message (a subscriber has it) and then never returns: a stop cancels it there."""
+
+    taken: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def publish(self, topic: str, payload: str, *, retain: bool = False) -> None:
+        await super().publish(topic, payload, retain=retain)
+        self.taken.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_stop_during_a_publish_does_not_lose_the_published_value(tmp_path: Path) -> None:
+    # Seen in a loaded soak run: a daemon stopped just after publishing offpeak restarted
+    # without it, because the write to the database came after the publish and was cancelled.
+    store = await AsyncStore.open(tmp_path / "ioagent.db")
+    try:
+        publisher = StuckPublisher()
+        agent = offline_agent(publisher, store)
+        putting = asyncio.create_task(agent._put(TOPICS.offpeak, "true"))
+        await publisher.taken.wait()
+        putting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await putting
+    finally:
+        await store.close(bound=5.0)
+    reopened = await AsyncStore.open(tmp_path / "ioagent.db")
+    try:
+        retained = await reopened.load_retained()
+    finally:
+        await reopened.close()
+    assert retained[TOPICS.offpeak][0] == "true"
+    await agent.client.close()

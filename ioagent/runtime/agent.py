@@ -380,9 +380,16 @@ class AccountAgent:
                 return
             # Claimed before the first await: the poll and the boundary timer publish concurrently.
             self._published[topic] = payload
+        # Stored before it is published, so what a subscriber saw is never missing from the
+        # database after a stop (the write runs on the store's thread meanwhile).
+        saved = (
+            self.store.queue_retained(topic, payload, self.clock())
+            if retain and self.store is not None
+            else None
+        )
         await self.publisher.publish(topic, payload, retain=retain)
-        if retain and self.store is not None:
-            await self.store.save_retained(topic, payload, self.clock())
+        if saved is not None:
+            await saved
 
     async def set_ledger_note(self, note: str | None) -> None:
         """The ledger's state changed: say so on the ``api`` topic."""

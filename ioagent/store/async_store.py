@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import errno
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -156,14 +156,23 @@ class AsyncStore:
             log.exception("store call failed in memory-only mode")
             return default
 
-    async def _run(self, call: Callable[[Store], T], default: T) -> T:
-        if self._closed:
-            return default
+    def _submit(self, call: Callable[[Store], T], default: T) -> asyncio.Future[T]:
+        """Queue ``call`` on the store's thread now; the future of its result."""
         loop = asyncio.get_running_loop()
+        if self._closed:
+            done: asyncio.Future[T] = loop.create_future()
+            done.set_result(default)
+            return done
         self._queued += 1
         job = loop.run_in_executor(self._executor, self._guarded, call, default)
         job.add_done_callback(self._job_done)
-        return await job
+        return job
+
+    async def _run(self, call: Callable[[Store], T], default: T) -> T:
+        # Shielded: a caller cancelled by a stop must not cancel a write already queued (it would
+        # be dropped before it ran). The caller still gets its cancellation at once, and close()
+        # finishes the queued writes within its bound.
+        return await asyncio.shield(self._submit(call, default))
 
     def _job_done(self, _: object) -> None:
         self._queued -= 1
@@ -233,6 +242,11 @@ class AsyncStore:
 
     async def save_retained(self, topic: str, payload: str, at: datetime) -> None:
         await self._run(lambda s: s.save_retained(topic, payload, at), None)
+
+    def queue_retained(self, topic: str, payload: str, at: datetime) -> Awaitable[None]:
+        """Queue the write now, before the caller publishes: a stop that cancels the caller
+        between the publish and the write cannot lose the value (await the result)."""
+        return asyncio.shield(self._submit(lambda s: s.save_retained(topic, payload, at), None))
 
     async def load_retained(self) -> dict[str, tuple[str, datetime]]:
         return await self._run(lambda s: s.load_retained(), {})
