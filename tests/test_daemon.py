@@ -293,11 +293,15 @@ async def test_reconnects_after_a_broker_restart_and_republishes_everything(
         broker.restart()  # persistence is off: the broker forgets every retained message
         from tests.harness import watching
 
-        async with watching(broker, t.status) as first:
+        topics = (t.status, t.offpeak, t.dispatching, t.planned, t.api, t.device_state)
+        async with watching(broker, f"{t.base}/#") as first:
             await first.wait_for(t.status, lambda p: p == "online", timeout=10)
-        await asyncio.sleep(0.5)  # the replay follows the online message
+            # The replay follows the online message: wait until it has passed (a fixed pause
+            # was too short once on a loaded machine), then subscribe afresh.
+            for topic in topics:
+                await first.wait_for(topic, timeout=10)
         async with watching(broker, f"{t.base}/#") as late:
-            for topic in (t.status, t.offpeak, t.dispatching, t.planned, t.api, t.device_state):
+            for topic in topics:
                 seen = await late.wait_for(topic, timeout=5)
                 assert seen.retain, f"{topic} must be retained on the restarted broker"
             assert late.last(t.status) == "online"
