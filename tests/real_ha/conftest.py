@@ -173,6 +173,9 @@ port = {broker.port}
 [storage]
 path = "{path.parent / "ioagent.db"}"
 
+[ledger]
+backfill_days = 3
+
 [polling]
 resync_pause = 1.0
 backoff_initial = 1.0
