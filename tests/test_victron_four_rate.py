@@ -1,25 +1,30 @@
 """The Victron windows of a four-rate account, end to end: the daemon, the simulator's plan and
-the fake GX (tests/gx_peer.py) over Mosquitto, on a simulated afternoon (see
+the fake GX (tests/gx_peer.py) over Mosquitto, on a simulated Wednesday (see
 tests/test_four_rate_daemon.py for the shifted clock).
 
-One smart slot, 13:00-17:00, longer than the car allowance (lowered to 2 h in ``[tariff]``), and
-the fixed night window (``include_fixed_window``), with the default ``[victron]
-offpeak_confidence = "auto"``. docs/victron.md says what the GX then holds:
+Two smart slots: 11:00-11:55, running when the daemon starts (the car charges, so the first
+poll confirms it), and 12:00-16:00, longer than the car allowance of the period that starts at
+noon (lowered to 2 h in ``[tariff]``). Both tariffs make whole half-hours of them, so the two
+touch. The fixed night window is asked for (``include_fixed_window``). docs/victron.md says
+what the GX then holds:
 
-* four-rate (``auto`` means ``charging``): while the slot is only planned, nothing of it; once
-  the car is seen charging, the slot from the current minute up to the end of the allowance
-  (15:00), not the whole slot;
-* legacy (``auto`` means ``planned``): the whole slot, as soon as it is planned;
-* four-rate with ``offpeak_confidence = "planned"``: the part within the allowance, as soon as
-  it is planned.
+* four-rate, default ``offpeak_confidence = "auto"`` (= ``charging``): first the rest of the
+  running slot (from the current minute to 12:00) and not the planned one; once the car is seen
+  charging in it, the part within the allowance (to 14:00), from the current minute, not the
+  whole slot;
+* legacy, ``auto`` (= ``planned``): both slots as one window to 16:00, at once;
+* four-rate with ``offpeak_confidence = "planned"``: both to the end of the allowance, at once.
 
-Both accounts get the night window. The legacy case is the same scenario under the old rule:
-its windows differ, so the four-rate assertions fail if the daemon read the plan as legacy.
+All three get the night window. Each case's windows differ from the others', so the four-rate
+assertions fail if the daemon read the plan by the legacy rule or took planned half-hours. The
+planned slot is left out in the same write round that brings the running one, so its absence is
+not a matter of looking too early.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,18 +34,27 @@ import pytest
 from ioagent.simulator.state import DEFAULT_EV_ID
 from ioagent.simulator.tariffs import SimProduct
 from tests.broker import Broker
-from tests.gx_peer import FACTORY_SLOT, USER_SLOTS, GxPeer
+from tests.gx_peer import USER_SLOTS, GxPeer
 from tests.harness import RunningDaemon, running_daemon
 from tests.test_four_rate_daemon import ShiftedClock, at, simulated
 
 # A Wednesday in January: London is on GMT, so local time is UTC and the GX's Day is 3.
-START = at("2026-01-14 12:58:40")
-SLOT_START, SLOT_END = at("2026-01-14 13:00"), at("2026-01-14 17:00")
-CONFIRMED = at("2026-01-14 13:20:40")
-"""When a poll first sees the car charging (the clock jumps there)."""
-ALLOWANCE_END = at("2026-01-14 15:00")  # 13:00 + the 2 h allowance
+START = at("2026-01-14 11:40:10")
+RUNNING = (at("2026-01-14 11:00"), at("2026-01-14 11:55"))
+"""Confirmed by the first poll; in the allowance period that ends at noon. It ends before the
+next slot starts (Octopus sends touching slots as one), but its half-hours run to noon."""
+NOON = at("2026-01-14 12:00")
+LONG = (at("2026-01-14 12:00"), at("2026-01-14 16:00"))
+"""Planned: its first 2 h are within the new period's allowance."""
+ALLOWANCE_END = at("2026-01-14 14:00")
+CONFIRMED = at("2026-01-14 12:20:40")
+"""When a poll first sees the car charging in the long slot (the clock jumps there)."""
 NIGHT = (at("2026-01-14 23:30"), at("2026-01-15 05:30"))
 WEDNESDAY = 3
+
+
+def minute(instant: datetime) -> datetime:
+    return instant.replace(second=0)
 
 
 def gx_slot(start: datetime, end: datetime) -> dict[str, int]:
@@ -53,6 +67,19 @@ def gx_slot(start: datetime, end: datetime) -> dict[str, int]:
         "Soc": 100,
         "AllowDischarge": 0,
     }
+
+
+def z(instant: datetime) -> str:
+    return instant.isoformat().replace("+00:00", "Z")
+
+
+def ordered(*slots: dict[str, Any]) -> list[dict[str, Any]]:
+    """Slots in a fixed order: which owned slot gets which window is the connector's choice."""
+    return sorted(slots, key=lambda fields: json.dumps(fields, sort_keys=True))
+
+
+def owned(gx: GxPeer) -> list[dict[str, Any]]:
+    return ordered(gx.slot(3), gx.slot(4))
 
 
 def shown(fields: dict[str, int]) -> tuple[int, str, int, int, bool]:
@@ -68,8 +95,7 @@ def shown(fields: dict[str, int]) -> tuple[int, str, int, int, bool]:
 
 
 async def gx_holds(d: RunningDaemon, expected: list[dict[str, int]], timeout: float) -> None:
-    """Wait until the daemon reports every write made and the owned slots holding ``expected``
-    (in either order: which owned slot gets which window is the connector's choice)."""
+    """Wait until the daemon reports every write made and the owned slots holding ``expected``."""
     want = sorted((shown(fields) for fields in expected), key=repr)
 
     def synced(payload: str) -> bool:
@@ -87,10 +113,6 @@ async def gx_holds(d: RunningDaemon, expected: list[dict[str, int]], timeout: fl
     await d.watcher.wait_for(d.topics.victron, synced, timeout=timeout)
 
 
-def z(instant: datetime) -> str:
-    return instant.isoformat().replace("+00:00", "Z")
-
-
 def carried(d: RunningDaemon) -> list[tuple[str, str]]:
     """The off-peak windows the owned slots carry, as the last status names them."""
     status = json.loads(d.watcher.last(d.topics.victron) or "{}")
@@ -99,12 +121,19 @@ def carried(d: RunningDaemon) -> list[tuple[str, str]]:
     )
 
 
-def owned(gx: GxPeer) -> list[dict[str, Any]]:
-    return sorted((gx.slot(3), gx.slot(4)), key=lambda fields: json.dumps(fields, sort_keys=True))
+def starts_and_durations(gx: GxPeer) -> Counter[tuple[str, int]]:
+    """Every ``Start`` and ``Duration`` written to the owned slots, whichever slot it went to
+    (``Day`` is left out: enabling and disabling write only that)."""
+    return Counter(
+        (field, value)
+        for n in (3, 4)
+        for path, value in gx.writes_to(n)
+        if (field := path.rsplit("/", 1)[1]) in ("Start", "Duration")
+    )
 
 
-def ordered(*slots: dict[str, int]) -> list[dict[str, int]]:
-    return sorted(slots, key=lambda fields: json.dumps(fields, sort_keys=True))
+def windows_written(*slots: dict[str, int]) -> Counter[tuple[str, int]]:
+    return Counter((field, slot[field]) for slot in slots for field in ("Start", "Duration"))
 
 
 @pytest.mark.timeout(90)
@@ -117,23 +146,22 @@ async def test_victron_windows_follow_the_four_rate_home_rules(
     broker: Broker, tmp_path: Path, gx: GxPeer, product: SimProduct, confidence: str
 ) -> None:
     night = gx_slot(*NIGHT)
-    whole_slot = gx_slot(SLOT_START, SLOT_END)
-    # From the minute the car is seen charging to the end of the allowance.
-    within_allowance = gx_slot(CONFIRMED.replace(second=0), ALLOWANCE_END)
-    if confidence == "planned":
-        # Asked for: the planned half-hours too, still only those within the allowance, so
-        # 13:00-15:00 from the start (the home's own rule, [tariff] smart_offpeak, is left
-        # at auto = charging: the battery's choice is its own).
-        planned_phase = charging_phase = ordered(night, gx_slot(SLOT_START, ALLOWANCE_END))
-        windows = sorted([NIGHT, (SLOT_START, ALLOWANCE_END)])
-    elif product == "four_rate":
-        planned_phase = ordered(night, FACTORY_SLOT)
-        charging_phase = ordered(night, within_allowance)
-        # The slot carries the home's cheap stretch, 13:00-15:00, written from 13:20.
-        windows = sorted([NIGHT, (SLOT_START, ALLOWANCE_END)])
+    if product == "legacy":
+        # One window: both slots, whole, as soon as they are planned.
+        start_of_run = rest = gx_slot(minute(START), LONG[1])
+        smart = (RUNNING[0], LONG[1])
+    elif confidence == "planned":
+        # Asked for: the planned half-hours too, still only those within the allowance. The
+        # home's own rule ([tariff] smart_offpeak) stays auto = charging: the battery's choice
+        # is its own.
+        start_of_run = rest = gx_slot(minute(START), ALLOWANCE_END)
+        smart = (RUNNING[0], ALLOWANCE_END)
     else:
-        planned_phase = charging_phase = ordered(night, whole_slot)
-        windows = sorted([NIGHT, (SLOT_START, SLOT_END)])
+        # The running slot only; then, once the car is seen charging in the long one, from
+        # that minute to the end of the allowance. The slot carries the home's cheap stretch.
+        start_of_run = gx_slot(minute(START), NOON)
+        rest = gx_slot(minute(CONFIRMED), ALLOWANCE_END)
+        smart = (RUNNING[0], ALLOWANCE_END)
     victron = {
         "enabled": True,
         "host": broker.host,
@@ -147,7 +175,8 @@ async def test_victron_windows_follow_the_four_rate_home_rules(
         state = sim.state
         clock = ShiftedClock(START, state)
         device = state.device(DEFAULT_EV_ID)
-        state.add_dispatch(device, SLOT_START, SLOT_END, "SMART", 28.0)
+        state.add_dispatch(device, *RUNNING, "SMART", 7.0)
+        state.add_dispatch(device, *LONG, "SMART", 28.0)
         async with running_daemon(
             broker,
             sim,
@@ -159,30 +188,28 @@ async def test_victron_windows_follow_the_four_rate_home_rules(
             t = d.topics
             family = await d.watcher.wait_for(t.tariff, lambda p: '"account"' in p)
             assert json.loads(family.payload)["family"] == product
-            await d.watcher.wait_for(t.planned, lambda p: len(json.loads(p)) == 1)
 
-            # 12:58: the slot is planned, the car cannot have been seen charging yet.
-            await gx_holds(d, planned_phase, timeout=20)
-            assert owned(gx) == planned_phase
+            # 11:40: the first slot runs and the car charges; the long one is only planned.
+            await gx_holds(d, ordered(night, start_of_run), timeout=20)
+            assert owned(gx) == ordered(night, start_of_run)
 
-            # 13:20:40: a poll sees the car charging (the simulator's car charges while a smart
-            # slot runs): the slot is confirmed.
+            # 12:20:40: a poll sees the car charging in the long slot: it is confirmed. The same
+            # poll brings the first slot's completed record, published as the plan is read
+            # again, just before the windows are.
             mark = len(d.watcher.messages)
             clock.jump_to(CONFIRMED)
             assert (await d.command("refresh", "now"))["status"] == "ok"
             await d.watcher.wait_for(
-                t.offpeak_confidence, lambda p: p == "charging", after=mark, timeout=20
+                t.completed, lambda p: len(json.loads(p)) == 1, after=mark, timeout=20
             )
-            await gx_holds(d, charging_phase, timeout=20)
-            assert owned(gx) == charging_phase
-            assert carried(d) == [(z(start), z(end)) for start, end in windows]
+            assert d.watcher.last(t.offpeak_confidence) == "charging"
+            await gx_holds(d, ordered(night, rest), timeout=20)
+            assert owned(gx) == ordered(night, rest)
+            # The windows the slots carry: the whole stretches, not cut at the clock.
+            assert carried(d) == sorted([(z(NIGHT[0]), z(NIGHT[1])), (z(smart[0]), z(smart[1]))])
 
-    if (product, confidence) == ("four_rate", "auto"):
-        # Never the slot as planned: not its 13:00 start, not its four hours.
-        writes = [
-            (path.rsplit("/", 1)[1], value) for n in (3, 4) for path, value in gx.writes_to(n)
-        ]
-        assert ("Start", whole_slot["Start"]) not in writes
-        assert ("Duration", whole_slot["Duration"]) not in writes
+    # Nothing else was ever written: never the planned slot, nor a running window again.
+    steps = [night, start_of_run] if rest == start_of_run else [night, start_of_run, rest]
+    assert starts_and_durations(gx) == windows_written(*steps)
     assert all(gx.slot(n) == USER_SLOTS[n] and not gx.writes_to(n) for n in USER_SLOTS)
     assert gx.retained_writes == []
