@@ -6,10 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ioagent.config import TariffSettings
 from ioagent.kraken.types import BOOST, SMART, Dispatch
 from ioagent.runtime.daemon import charge_check_due
 from ioagent.tariff.evidence import OBSERVATION
-from ioagent.tariff.signals import victron_confidences
+from ioagent.tariff.product import Family
+from ioagent.tariff.signals import ProductRules, home_windows, timeline, victron_confidences
 from ioagent.tariff.windows import Window
 
 START = datetime(2026, 1, 15, 19, 30, tzinfo=UTC)
@@ -55,3 +57,29 @@ def test_victron_confidences(
     setting: str, family: str, fixed: bool, expected: tuple[str, ...]
 ) -> None:
     assert victron_confidences(setting, family, include_fixed_window=fixed) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("family", "smart_offpeak", "setting", "written"),
+    [
+        # The battery's choice is its own, whatever the home's rule ([tariff] smart_offpeak).
+        ("four_rate", "auto", "planned", True),
+        ("four_rate", "auto", "auto", False),
+        ("four_rate", "planned", "charging", False),
+        ("legacy", "charging", "auto", True),
+        ("legacy", "charging", "charging", False),
+        ("legacy", "auto", "auto", True),
+    ],
+)
+def test_victron_takes_the_planned_half_hours_it_is_told_to(
+    family: Family, smart_offpeak: str, setting: str, written: bool
+) -> None:
+    # An unconfirmed smart slot, 19:30-20:30, within the allowance; the night window is
+    # left out (include_fixed_window off).
+    settings = TariffSettings(smart_offpeak=smart_offpeak)  # type: ignore[arg-type]
+    rules = ProductRules.from_settings(settings, family, None)
+    now = at(-60)
+    segments = timeline(rules, [SLOT], [], now, now, now + timedelta(hours=24))
+    confidences = victron_confidences(setting, family, include_fixed_window=False)
+    expected = [Window(SLOT.start, SLOT.end)] if written else []
+    assert home_windows(segments, confidences) == expected

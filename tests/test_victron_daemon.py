@@ -21,6 +21,7 @@ from ioagent.timeutil import Clock, utc_now
 from tests.broker import Broker
 from tests.gx_peer import FACTORY_SLOT, PORTAL_ID, USER_SLOTS, GxPeer
 from tests.harness import running_daemon, watching
+from tests.test_four_rate_daemon import ShiftedClock
 
 # A Wednesday in January: London is on GMT, so local time is UTC and the GX's Day is 3.
 # Ten past the hour keeps the first poll clear of the quiet seconds around :00 and :30.
@@ -127,3 +128,63 @@ async def test_daemon_writes_the_rounded_smart_slot_and_publishes_the_status(
     assert all(gx.slot(n) == USER_SLOTS[n] and not gx.writes_to(n) for n in USER_SLOTS)
     assert gx.retained_writes == []
     assert b"" not in gx.keepalives, "never a full republish"
+
+
+async def test_a_running_window_is_written_from_the_current_minute_and_then_left_alone(
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path, gx: GxPeer
+) -> None:
+    # The daemon starts inside the night window (Wednesday 23:30-05:30). The GX gets the rest
+    # of it from the current minute, and keeps it while the plan changes around it: the GX
+    # stores its settings in flash, and a running window is the same window a minute later.
+    night = (datetime(2025, 1, 15, 23, 30, tzinfo=UTC), datetime(2025, 1, 16, 5, 30, tzinfo=UTC))
+    next_night = (night[0] + timedelta(days=1), night[1] + timedelta(days=1))
+    later = datetime(2025, 1, 15, 23, 43, 5, tzinfo=UTC)
+    tomorrow = (datetime(2025, 1, 16, 10, 0, tzinfo=UTC), datetime(2025, 1, 16, 10, 30, tzinfo=UTC))
+    clock = ShiftedClock(datetime(2025, 1, 15, 23, 40, 5, tzinfo=UTC), simulator.state)
+    victron = {
+        "enabled": True,
+        "host": broker.host,
+        "port": broker.port,
+        "slots": [3, 4],
+        "include_fixed_window": True,
+    }
+    rest_of_night = {"Day": 3, "Start": 23 * 3600 + 40 * 60, "Duration": 350 * 60}
+    common = {"Soc": 100, "AllowDischarge": 0}
+
+    def holds(slots: dict[str, Any]) -> Any:
+        def synced(payload: str) -> bool:
+            status = json.loads(payload)
+            return status["slots"] == slots and status["pending_writes"] == []
+
+        return synced
+
+    async with running_daemon(broker, simulator, tmp_path, clock=clock, victron=victron) as d:
+        # Tomorrow's night starts within the 24 h: the whole of it, not the minutes up to 24 h.
+        first = holds(
+            {
+                "3": slot_status(3, "23:40", 350, night),
+                "4": slot_status(4, "23:30", 360, next_night),
+            }
+        )
+        await d.watcher.wait_for(d.topics.victron, first, timeout=15)
+        assert gx.slot(3) == {**rest_of_night, **common}
+        assert gx.slot(4) == {"Day": 4, "Start": 23 * 3600 + 1800, "Duration": 6 * 3600, **common}
+        written = len(gx.writes_to(3))
+
+        # Three minutes on, a slot is planned for tomorrow morning: it takes slot 4 from the
+        # later night (the earliest windows get the slots), and slot 3 is not written at all.
+        clock.jump_to(later)
+        device = simulator.state.device(DEFAULT_EV_ID)
+        simulator.state.add_dispatch(device, *tomorrow, "SMART", 3.5)
+        assert (await d.command("refresh", "now"))["status"] == "ok"
+        both = holds(
+            {
+                "3": slot_status(3, "23:40", 350, night),
+                "4": slot_status(4, "10:00", 30, tomorrow),
+            }
+        )
+        await d.watcher.wait_for(d.topics.victron, both, timeout=15)
+
+    assert gx.slot(3) == {**rest_of_night, **common}
+    assert gx.writes_to(3)[written:] == [], "the running window was rewritten"
+    assert gx.slot(4) == {"Day": 4, "Start": 10 * 3600, "Duration": 1800, **common}

@@ -84,6 +84,9 @@ LEDGER_TOPICS_META = "ledger_topics_published"
 PRUNE_FIRST_DELAY = 120.0
 PRUNE_INTERVAL = 24 * 3600.0
 VICTRON_HORIZON = timedelta(hours=24)
+VICTRON_MARGIN = timedelta(hours=24)
+"""How far before now and past the horizon the Victron windows are read, so that each keeps its
+true start and end (a window longer than this would be cut, and move with the clock)."""
 CHARGE_CHECK_DELAY = timedelta(seconds=60)
 """A slot's first device-state check: within 2 minutes of its start (the car needs a moment)."""
 CHARGE_RECHECK = timedelta(minutes=10)
@@ -451,13 +454,28 @@ class Daemon:
         """The home signal's off-peak stretches, as sure as ``[victron] offpeak_confidence``."""
         rules = self.agent.rules()
         end = now + VICTRON_HORIZON
-        segments = timeline(rules, self.agent.plan, self.agent.evidence(), now, now, end)
+        # Whole windows, not cut at now or at the horizon: the connector writes a running one
+        # from the current minute and keeps the slot that holds it, and takes every window that
+        # starts within the horizon. A window cut at the clock would be another window a minute
+        # later, rewritten on the GX (which keeps its settings in flash) every minute.
+        segments = timeline(
+            rules,
+            self.agent.plan,
+            self.agent.evidence(),
+            now,
+            now - VICTRON_MARGIN,
+            end + VICTRON_MARGIN,
+        )
         confidences = victron_confidences(
             self.settings.victron.offpeak_confidence,
             rules.family,
             include_fixed_window=self.settings.victron.include_fixed_window,
         )
-        return [(w.start, w.end) for w in home_windows(segments, confidences)]
+        return [
+            (w.start, w.end)
+            for w in home_windows(segments, confidences)
+            if w.end > now and w.start < end
+        ]
 
     async def _token_refresh(self, client: TokenRefresher) -> None:
         """Refresh the JWT ahead of expiry so that a poll never waits for a login.

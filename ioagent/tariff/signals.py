@@ -220,11 +220,15 @@ def timeline(
 
 
 def home_windows(segments: Sequence[Segment], confidences: Iterable[Confidence]) -> list[Window]:
-    """The merged stretches in which the home is off-peak with one of ``confidences``."""
-    wanted = set(confidences)
-    return merge(
-        Window(s.start, s.end) for s in segments if s.home_offpeak and s.confidence in wanted
-    )
+    """The merged stretches whose home confidence is one of ``confidences``.
+
+    Chosen by the confidence alone, not by ``home_offpeak``: with ``[tariff] smart_offpeak``
+    at ``charging`` (four-rate's default) a planned half-hour is not off-peak for the home yet,
+    and a battery told to take ``planned`` half-hours must still get it. Every half-hour that
+    is off-peak for the home has a confidence other than ``none``.
+    """
+    wanted = set(confidences) - {"none"}
+    return merge(Window(s.start, s.end) for s in segments if s.confidence in wanted)
 
 
 def victron_confidences(
