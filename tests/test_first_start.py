@@ -25,6 +25,9 @@ async def test_a_late_subscriber_sees_none_for_a_time_that_does_not_exist(
     async with running_daemon(broker, simulator, tmp_path) as d:
         t = d.topics
         await d.watcher.wait_for(t.next_dispatch_start, lambda p: p == NO_TIME, timeout=10)
+        # The same publish writes dispatching/end next: wait for it too, or a late subscriber
+        # can get it live rather than retained (seen once in a loaded soak run).
+        await d.watcher.wait_for(t.next_dispatch_end, lambda p: p == NO_TIME, timeout=10)
         async with watching(broker, f"{t.root}/#") as late:
             for topic in (t.next_dispatch_start, t.next_dispatch_end):
                 seen = await late.wait_for(topic, timeout=5)
