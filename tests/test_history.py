@@ -495,7 +495,9 @@ def test_history_without_a_database_says_so(
         f'[octopus]\napi_key = "sk_live_FAKEhistoryTest0000001"\n\n[storage]\npath = "{missing}"\n'
     )
     assert main(["history", "--config", str(config)]) == 1
-    assert f"database {missing} does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"database {missing} does not exist" in err
+    assert "`ioagent run` creates it" in err, "a new user is told what makes it"
     assert not missing.parent.exists()
 
 

@@ -259,7 +259,10 @@ class Store:
             conn = sqlite3.connect(MEMORY, isolation_level=None)
         elif read_only:
             if not Path(target).exists():
-                raise StoreError(f"database {target} does not exist")
+                raise StoreError(
+                    f"database {target} does not exist (`ioagent run` creates it on its first"
+                    " start; check [storage] path)"
+                )
             conn = sqlite3.connect(
                 Path(target).absolute().as_uri() + "?mode=ro", uri=True, isolation_level=None
             )
