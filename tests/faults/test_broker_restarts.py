@@ -58,6 +58,9 @@ async def test_ten_broker_restarts_reconnect_republish_and_answer_every_command(
                 t.preferences,
                 lambda p, soc=soc: {day["max"] for day in json.loads(p)["schedules"]} == {soc},
             )
+            # ... and device/target_soc, published after it (a loaded soak run took the snapshot
+            # below between the two, and then saw target_soc change across the restart).
+            await d.watcher.wait_for(t.target_soc, lambda p, soc=soc: float(p) == soc)
 
             # Settled first: the tariff topics follow the poll a moment after its api "ok",
             # and a snapshot taken in between missed them (a flake after the four-rate merge).

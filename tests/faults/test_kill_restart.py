@@ -107,7 +107,9 @@ def slot_added_starts(watcher: Watcher, after: int) -> list[str]:
     return [e["slot"]["start"] for e in events if e["event"] == "slot_added"]
 
 
-async def wait_polled(watcher: Watcher, after: int, slots: int, timeout: float = 20) -> None:
+async def wait_polled(watcher: Watcher, after: int, slots: int, timeout: float = 45) -> None:
+    # 45 s: a start in the quiet seconds around :00/:30 waits up to 25 s for its first poll, and
+    # a loaded machine needs seconds more to start the process (a soak run timed out at 20 s).
     await watcher.wait_for(TOPICS.status, lambda p: p == "online", after=after, timeout=timeout)
     await watcher.wait_for(
         TOPICS.planned, lambda p: len(json.loads(p)) == slots, after=after, timeout=timeout
@@ -120,6 +122,7 @@ async def wait_polled(watcher: Watcher, after: int, slots: int, timeout: float =
     )
 
 
+@pytest.mark.timeout(240)  # two starts, each of which may wait out the quiet seconds
 async def test_sigkill_mid_run_then_restart_and_sigterm(
     logged_broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
