@@ -91,7 +91,9 @@ async def test_ten_broker_restarts_reconnect_republish_and_answer_every_command(
             assert after == cache, "the broker holds exactly the daemon's retained state"
             changed = {topic for topic in after if after[topic] != before[topic]}
             # Only a poll or a tariff boundary between the two snapshots may change a payload.
-            assert changed <= {t.api, t.offpeak, t.dispatching, t.transitions, t.completed}, changed
+            assert changed <= {t.api, t.offpeak, t.dispatching, t.transitions, t.completed}, [
+                (topic, before[topic], after[topic]) for topic in changed
+            ]
             assert len(after) >= 15
 
         await asyncio.sleep(1.0)  # replies to the last in-flight commands
