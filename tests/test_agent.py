@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from ioagent.config import TariffSettings
 from ioagent.kraken.client import KrakenClient, PollResult
-from ioagent.kraken.types import AT_HOME, AWAY, BOOST, SMART, CompletedDispatch, Dispatch
+from ioagent.kraken.types import AT_HOME, AWAY, BOOST, SMART, CompletedDispatch, Device, Dispatch
 from ioagent.mqtt.topics import Topics
 from ioagent.runtime.agent import AccountAgent
 from ioagent.store.async_store import AsyncStore
@@ -261,4 +261,36 @@ async def test_a_stop_during_a_publish_does_not_lose_the_published_value(tmp_pat
     finally:
         await reopened.close()
     assert retained[TOPICS.offpeak][0] == "true"
+    await agent.client.close()
+
+
+def _car(state: str) -> Device:
+    return Device(
+        id="b7c1f2e0-uuid-1",
+        provider="TESLA",
+        device_type="ELECTRIC_VEHICLES",
+        typename="SmartFlexVehicle",
+        make="Tesla",
+        model="Model 3",
+        status_current="LIVE",
+        current_state=state,
+        is_suspended=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("overtaken", "shown"), [(False, "SMART_CONTROL_CAPABLE"), (True, "BOOSTING")]
+)
+async def test_a_poll_overtaken_by_a_commands_re_read_does_not_publish_older_device_states(
+    overtaken: bool, shown: str
+) -> None:
+    # Seen in a loaded soak run: a poll under way while a command changed the car published the
+    # car's older state after the command's re-read had published the new one.
+    publisher = RecordingPublisher()
+    agent = offline_agent(publisher, None)
+    agent.take_devices([_car("BOOSTING")])  # the command's re-read, newer
+    await agent.publish_device(NOW)
+    older = PollResult(devices=[_car("SMART_CONTROL_CAPABLE")], planned={}, completed=[])
+    await agent.apply(older, NOW, devices_overtaken=overtaken)
+    assert publisher.retained[TOPICS.device_state] == shown
     await agent.client.close()

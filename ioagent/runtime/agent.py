@@ -229,6 +229,8 @@ class AccountAgent:
         self.rates_budget = CallBudget(per_hour=12, per_minute=6)
         self.device_budget = CallBudget(per_hour=12, per_minute=2)
         self.charging_seen: list[datetime] = []
+        self.device_reads = 0
+        """Commands' device re-reads so far: a poll under way during one has older states."""
         """Instants at which a device reported SMART_CONTROL_IN_PROGRESS (charging evidence)."""
 
     # ----- derived state -----
@@ -653,12 +655,14 @@ class AccountAgent:
         try:
             if not self.devices:
                 self.devices = await self.client.devices(self.account)
+            reads_before = self.device_reads
             result = await self.client.poll(self.account, self.device_ids, may_retry=may_retry)
         except KrakenError as exc:
             self.polled = True
             await self._record_error(exc, now)
             return PollOutcome(ok=False, error=exc)
-        return await self.apply(result, now)
+        overtaken = self.device_reads != reads_before
+        return await self.apply(result, now, devices_overtaken=overtaken)
 
     # ----- the product and its rates -----
     def _due(
@@ -833,11 +837,23 @@ class AccountAgent:
         await self.publish_tariff(self.clock())
         return seen
 
-    async def apply(self, result: PollResult, now: datetime) -> PollOutcome:
-        """Fold one poll result into the plan and publish what changed."""
+    def take_devices(self, devices: Sequence[Device]) -> None:
+        """A command's re-read of the devices: newer than any poll that was already under way."""
+        self.devices = list(devices)
+        self.device_reads += 1
+
+    async def apply(
+        self, result: PollResult, now: datetime, *, devices_overtaken: bool = False
+    ) -> PollOutcome:
+        """Fold one poll result into the plan and publish what changed.
+
+        ``devices_overtaken``: a command re-read the devices while this poll was under way, so
+        the poll's device states are older; they are dropped rather than published over the
+        newer ones (a target SoC would flick back to its old value until the next poll).
+        """
         events: list[PlanEvent] = []
         devices_changed = False
-        if result.devices is not None:
+        if result.devices is not None and not devices_overtaken:
             devices_changed = not self.devices_listed or _device_keys(result.devices) != (
                 _device_keys(self.devices)
             )

@@ -142,7 +142,7 @@ class CommandRunner:
 
     async def _reread_state(self) -> None:
         try:
-            self.agent.devices = await self.agent.client.devices(self.agent.account)
+            self.agent.take_devices(await self.agent.client.devices(self.agent.account))
         except KrakenError as exc:
             log.warning("state_reread_failed", error=str(exc))
             return
