@@ -45,6 +45,8 @@ from typing import Any
 from aiomqtt import Client, MqttError, ProtocolVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from tests.broker import Broker
+
 SCHEDULE = "settings/0/Settings/CGwacs/BatteryLife/Schedule/Charge"
 PORTAL_ID = "c0619ab2e3f4"
 FLASHMQ = "dbus-flashmq"
@@ -406,3 +408,9 @@ class GxPeer:
         }
         if leaves:
             await self._publish(client, path, leaves)
+
+
+def victron_section(broker: Broker, **options: Any) -> dict[str, Any]:
+    """The daemon's ``[victron]`` section for a GX peer on ``broker``, in slots 3 and 4 (0-2 are
+    the user's own), with ``options`` on top."""
+    return {"enabled": True, "host": broker.host, "port": broker.port, "slots": [3, 4], **options}

@@ -54,9 +54,9 @@ def test_charge_check_due(
     ],
 )
 def test_victron_confidences(
-    setting: str, family: str, fixed: bool, expected: tuple[str, ...]
+    setting: str, family: Family, fixed: bool, expected: tuple[str, ...]
 ) -> None:
-    assert victron_confidences(setting, family, include_fixed_window=fixed) == expected  # type: ignore[arg-type]
+    assert victron_confidences(setting, family, include_fixed_window=fixed) == expected
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_victron_takes_the_planned_half_hours_it_is_told_to(
 ) -> None:
     # An unconfirmed smart slot, 19:30-20:30, within the allowance; the night window is
     # left out (include_fixed_window off).
-    settings = TariffSettings(smart_offpeak=smart_offpeak)  # type: ignore[arg-type]
+    settings = TariffSettings.model_validate({"smart_offpeak": smart_offpeak})
     rules = ProductRules.from_settings(settings, family, None)
     now = at(-60)
     segments = timeline(rules, [SLOT], [], now, now, now + timedelta(hours=24))

@@ -58,6 +58,14 @@ async def flip(
     return await d.watcher.wait_for(topic, predicate, after=after, timeout=timeout)
 
 
+async def jump_and_refresh(d: RunningDaemon, clock: ShiftedClock, instant: datetime) -> int:
+    """Move both clocks to ``instant`` and ask for a poll (which re-arms the boundary timer);
+    returns the watcher's mark to look for the next flips after."""
+    clock.jump_to(instant)
+    assert (await d.command("refresh", "now"))["status"] == "ok"
+    return len(d.watcher.messages)
+
+
 def assert_on_time(seen: Seen, clock: ShiftedClock, boundary: datetime) -> None:
     lateness = seen.at - clock.real(boundary)
     assert 0 <= lateness < 1.0, f"{seen.topic}={seen.payload} {lateness:+.3f}s"
@@ -123,17 +131,13 @@ async def test_four_rate_evening_flips_exactly(broker: Broker, tmp_path: object)
             await flip(d, t.rate_home, lambda p: p == "6.89997", mark, timeout=5)
 
             # 20:00: the second half-hour uses the rest of the allowance.
-            clock.jump_to(at("2026-01-15 19:59:44"))
-            assert (await d.command("refresh", "now"))["status"] == "ok"
-            mark = len(d.watcher.messages)
+            mark = await jump_and_refresh(d, clock, at("2026-01-15 19:59:44"))
             used_up = await flip(d, t.allowance_remaining, lambda p: p == "0.00", mark)
             assert_on_time(used_up, clock, at("2026-01-15 20:00"))
             assert d.watcher.last(t.offpeak) == "true"
 
             # 20:30: beyond the allowance. The car still charges, at its standard rate.
-            clock.jump_to(at("2026-01-15 20:29:44"))
-            assert (await d.command("refresh", "now"))["status"] == "ok"
-            mark = len(d.watcher.messages)
+            mark = await jump_and_refresh(d, clock, at("2026-01-15 20:29:44"))
             home_off = await flip(d, t.offpeak, lambda p: p == "false", mark)
             ev_off = await flip(d, t.ev_offpeak, lambda p: p == "false", mark)
             none = await flip(d, t.offpeak_confidence, lambda p: p == "none", mark)
@@ -211,27 +215,21 @@ async def test_four_rate_night_and_noon_reset_flip_exactly(
                 assert_on_time(seen, clock, at("2026-01-15 23:30"))
 
             # 01:30: the slot ends; the home stays low (the window), the car's rate goes up.
-            clock.jump_to(at("2026-01-16 01:29:44"))
-            assert (await d.command("refresh", "now"))["status"] == "ok"
-            mark = len(d.watcher.messages)
+            mark = await jump_and_refresh(d, clock, at("2026-01-16 01:29:44"))
             ev_off = await flip(d, t.ev_offpeak, lambda p: p == "false", mark)
             assert_on_time(ev_off, clock, at("2026-01-16 01:30"))
             assert d.watcher.last(t.offpeak) == "true"
             assert d.watcher.last(t.allowance_remaining) == "4.00"
 
             # 05:30: the window ends.
-            clock.jump_to(at("2026-01-16 05:29:44"))
-            assert (await d.command("refresh", "now"))["status"] == "ok"
-            mark = len(d.watcher.messages)
+            mark = await jump_and_refresh(d, clock, at("2026-01-16 05:29:44"))
             home_off = await flip(d, t.offpeak, lambda p: p == "false", mark)
             peak = await flip(d, t.offpeak_confidence, lambda p: p == "none", mark)
             for seen in (home_off, peak):
                 assert_on_time(seen, clock, at("2026-01-16 05:30"))
 
             # 12:00: a new noon-to-noon period, with the whole allowance again.
-            clock.jump_to(at("2026-01-16 11:59:44"))
-            assert (await d.command("refresh", "now"))["status"] == "ok"
-            mark = len(d.watcher.messages)
+            mark = await jump_and_refresh(d, clock, at("2026-01-16 11:59:44"))
             reset = await flip(d, t.allowance_remaining, lambda p: p == "6.00", mark)
             resets_at = await flip(
                 d, t.allowance_resets_at, lambda p: p == "2026-01-17T12:00:00Z", mark

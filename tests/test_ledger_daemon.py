@@ -34,14 +34,24 @@ def _calls(simulator: RunningSimulator, operation: str) -> int:
     return int(simulator.state.calls()["by_operation"].get(operation, 0))
 
 
+def fast_ledger(monkeypatch: pytest.MonkeyPatch, start_delay: float = 0.2) -> None:
+    """The ledger's first fetch a moment after start, at up to 60 requests a minute."""
+    monkeypatch.setattr(ledger_task, "START_DELAY", start_delay)
+    monkeypatch.setattr(schedule, "LEDGER_PER_MINUTE", 60)
+
+
+def ledger_section(simulator: RunningSimulator, **options: object) -> dict[str, object]:
+    """``[ledger]`` for the simulator's default account: its MPAN, 4 days, 60 calls an hour."""
+    mpan = mpan_for(simulator.state, DEFAULT_ACCOUNT)
+    return {"mpan": mpan, "backfill_days": 4, "calls_per_hour": 60, **options}
+
+
 @pytest.mark.timeout(120)
 async def test_backfill_publishes_the_ledger_and_records_the_signal(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger_task, "START_DELAY", 0.2)
-    monkeypatch.setattr(schedule, "LEDGER_PER_MINUTE", 60)
-    mpan = mpan_for(simulator.state, DEFAULT_ACCOUNT)
-    ledger = {"mpan": mpan, "backfill_days": 4, "calls_per_hour": 60}
+    fast_ledger(monkeypatch)
+    ledger = ledger_section(simulator)
     async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:
         root = d.topics.root
         await d.watcher.wait_for(f"{root}/ledger/agreement", timeout=60)
@@ -80,11 +90,10 @@ async def test_backfill_publishes_the_ledger_and_records_the_signal(
 async def test_a_flip_is_on_time_while_a_backfill_runs(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger_task, "START_DELAY", 0.2)
-    mpan = mpan_for(simulator.state, DEFAULT_ACCOUNT)
+    monkeypatch.setattr(ledger_task, "START_DELAY", 0.2)  # the real 2 requests a minute
     # 30 days in 12-half-hour windows is 120 requests: at 2 a minute the backfill runs for
     # an hour, so it is certainly running when the slot below starts.
-    ledger = {"mpan": mpan, "backfill_days": 30, "calls_per_hour": 60}
+    ledger = ledger_section(simulator, backfill_days=30)
     tariff = {**peak_now_tariff(), "round_to_half_hour": False}
     async with running_daemon(broker, simulator, tmp_path, ledger=ledger, tariff=tariff) as d:
         state = simulator.state
@@ -103,8 +112,7 @@ async def test_a_flip_is_on_time_while_a_backfill_runs(
 async def test_without_a_configured_mpan_the_agreements_one_is_used(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger_task, "START_DELAY", 0.5)
-    monkeypatch.setattr(schedule, "LEDGER_PER_MINUTE", 60)
+    fast_ledger(monkeypatch, start_delay=0.5)
     ledger = {"backfill_days": 4, "calls_per_hour": 60}  # no [ledger] mpan
     async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:
         root = d.topics.root
@@ -119,12 +127,10 @@ async def test_without_a_configured_mpan_the_agreements_one_is_used(
 async def test_an_unknown_label_is_reported_on_the_api_topic(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger_task, "START_DELAY", 0.2)
-    monkeypatch.setattr(schedule, "LEDGER_PER_MINUTE", 60)
+    fast_ledger(monkeypatch)
     settled = floor_half_hour(datetime.now(UTC) - timedelta(days=3))
     ledger_settings(simulator.state).unknown_labels[(DEFAULT_ACCOUNT, settled)] = "HOME BONUS"
-    mpan = mpan_for(simulator.state, DEFAULT_ACCOUNT)
-    ledger = {"mpan": mpan, "backfill_days": 4, "calls_per_hour": 60}
+    ledger = ledger_section(simulator)
     async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:
         seen = await d.watcher.wait_for(
             d.topics.api, lambda p: json.loads(p)["ledger"] != "ok", timeout=60
@@ -143,10 +149,8 @@ def _ledger_entities(payload: str) -> dict[str, str]:
 async def test_home_assistant_gets_a_ledger_entity_once_its_topic_is_published(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger_task, "START_DELAY", 3.0)
-    monkeypatch.setattr(schedule, "LEDGER_PER_MINUTE", 60)
-    mpan = mpan_for(simulator.state, DEFAULT_ACCOUNT)
-    ledger = {"mpan": mpan, "backfill_days": 4, "calls_per_hour": 60}
+    fast_ledger(monkeypatch, start_delay=3.0)
+    ledger = ledger_section(simulator)
     topic = discovery_topic("homeassistant", DEFAULT_ACCOUNT)
     async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:
         first = await d.watcher.wait_for(topic, timeout=10)

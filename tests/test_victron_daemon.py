@@ -19,7 +19,7 @@ from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_EV_ID
 from ioagent.timeutil import Clock, utc_now
 from tests.broker import Broker
-from tests.gx_peer import FACTORY_SLOT, PORTAL_ID, USER_SLOTS, GxPeer
+from tests.gx_peer import FACTORY_SLOT, PORTAL_ID, USER_SLOTS, GxPeer, victron_section
 from tests.harness import running_daemon, watching
 from tests.test_four_rate_daemon import ShiftedClock
 
@@ -64,13 +64,7 @@ async def test_daemon_writes_the_rounded_smart_slot_and_publishes_the_status(
     clock = shifted_clock(simulator, FAKE_NOW)
     device = simulator.state.device(DEFAULT_EV_ID)
     simulator.state.add_dispatch(device, SMART_START, SMART_END, "SMART", 3.5)
-    victron = {
-        "enabled": True,
-        "host": broker.host,
-        "port": broker.port,
-        "slots": [3, 4],
-        "include_fixed_window": include_fixed_window,
-    }
+    victron = victron_section(broker, include_fixed_window=include_fixed_window)
     rounded = (SMART_START - timedelta(minutes=10), SMART_END + timedelta(minutes=20))
     fixed = (datetime(2025, 1, 15, 23, 30, tzinfo=UTC), datetime(2025, 1, 16, 5, 30, tzinfo=UTC))
     expected_slots = {"3": slot_status(3, "19:30", 60, rounded)}
@@ -141,13 +135,7 @@ async def test_a_running_window_is_written_from_the_current_minute_and_then_left
     later = datetime(2025, 1, 15, 23, 43, 5, tzinfo=UTC)
     tomorrow = (datetime(2025, 1, 16, 10, 0, tzinfo=UTC), datetime(2025, 1, 16, 10, 30, tzinfo=UTC))
     clock = ShiftedClock(datetime(2025, 1, 15, 23, 40, 5, tzinfo=UTC), simulator.state)
-    victron = {
-        "enabled": True,
-        "host": broker.host,
-        "port": broker.port,
-        "slots": [3, 4],
-        "include_fixed_window": True,
-    }
+    victron = victron_section(broker, include_fixed_window=True)
     rest_of_night = {"Day": 3, "Start": 23 * 3600 + 40 * 60, "Duration": 350 * 60}
     common = {"Soc": 100, "AllowDischarge": 0}
 

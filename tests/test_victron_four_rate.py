@@ -35,7 +35,7 @@ import pytest
 from ioagent.simulator.state import DEFAULT_EV_ID
 from ioagent.simulator.tariffs import SimProduct
 from tests.broker import Broker
-from tests.gx_peer import USER_SLOTS, GxPeer
+from tests.gx_peer import USER_SLOTS, GxPeer, victron_section
 from tests.harness import RunningDaemon, running_daemon
 from tests.test_four_rate_daemon import ShiftedClock, at, simulated
 
@@ -163,14 +163,7 @@ async def test_victron_windows_follow_the_four_rate_home_rules(
         start_of_run = gx_slot(minute(START), NOON)
         rest = gx_slot(minute(CONFIRMED), ALLOWANCE_END)
         smart = (RUNNING[0], ALLOWANCE_END)
-    victron = {
-        "enabled": True,
-        "host": broker.host,
-        "port": broker.port,
-        "slots": [3, 4],
-        "include_fixed_window": True,
-        "offpeak_confidence": confidence,
-    }
+    victron = victron_section(broker, include_fixed_window=True, offpeak_confidence=confidence)
 
     async with simulated(product) as sim:
         state = sim.state
