@@ -18,9 +18,9 @@ import pytest_asyncio
 from ioagent.aio import describe_tasks
 from ioagent.simulator.server import RunningSimulator, run_simulator
 from ioagent.simulator.state import SimulatorState, TokenGrant
-from ioagent.timeutil import utc_now
 from tests import canary
 from tests.broker import Broker
+from tests.clocks import start_test_clock, suite_now
 from tests.gx_peer import MODES, GxPeer
 
 # The real-HA suite needs the chroot that scripts/real-ha builds; that script sets this variable.
@@ -29,6 +29,12 @@ collect_ignore = [] if os.environ.get("IOAGENT_REAL_HA_ROOT") else ["real_ha"]
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", help="also run long soak tests")
+
+
+@pytest.fixture(autouse=True)
+def test_clock() -> None:
+    """With ``IOAGENT_TEST_START``, every test's wall clock starts at that instant (tests/clocks.py)."""
+    start_test_clock()
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +100,7 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 @pytest_asyncio.fixture
 async def simulator() -> AsyncIterator[RunningSimulator]:
     """The Kraken simulator with a fresh default state (wall clock) on a free loopback port."""
-    async with run_simulator(SimulatorState.with_default_account(clock=utc_now)) as running:
+    async with run_simulator(SimulatorState.with_default_account(clock=suite_now)) as running:
         yield running
 
 

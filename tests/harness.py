@@ -21,9 +21,10 @@ from ioagent.mqtt.topics import Topics
 from ioagent.runtime.daemon import Daemon
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY
-from ioagent.timeutil import Clock, parse_iso, utc_now
+from ioagent.timeutil import Clock, parse_iso
 from tests import canary
 from tests.broker import Broker
+from tests.clocks import suite_now
 
 STOP_WAIT = 15.0
 """How long a test waits for ``request_stop`` to end the daemon (its own bound is less)."""
@@ -251,7 +252,7 @@ async def running_daemon(
     data: Path,
     *,
     wait_for_poll: bool = True,
-    clock: Clock = utc_now,
+    clock: Clock = suite_now,
     **sections: dict[str, Any],
 ) -> AsyncIterator[RunningDaemon]:
     """A daemon connected to ``broker``; with ``wait_for_poll``, also after its first good poll.

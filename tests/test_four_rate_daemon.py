@@ -17,27 +17,8 @@ from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_EV_ID, SimulatorSta
 from ioagent.simulator.tariffs import SimProduct
 from ioagent.timeutil import utc_now
 from tests.broker import Broker
+from tests.clocks import ShiftedClock
 from tests.harness import RunningDaemon, Seen, running_daemon
-
-
-class ShiftedClock:
-    """The wall clock moved to a chosen instant; ``jump`` moves it on (daemon and simulator)."""
-
-    def __init__(self, start: datetime, state: SimulatorState) -> None:
-        self.offset = start - utc_now()
-        self.state = state
-        state.set_time_offset(self.offset.total_seconds())
-
-    def __call__(self) -> datetime:
-        return utc_now() + self.offset
-
-    def jump_to(self, instant: datetime) -> None:
-        self.offset = instant - utc_now()
-        self.state.set_time_offset(self.offset.total_seconds())
-
-    def real(self, instant: datetime) -> float:
-        """The real (time.time) instant at which the shifted clock shows ``instant``."""
-        return (instant - self.offset).timestamp()
 
 
 @asynccontextmanager

@@ -42,8 +42,9 @@ from ioagent.tariff.evidence import evidence_from
 from ioagent.tariff.plan import classify_completed
 from ioagent.tariff.signals import ProductRules, evaluate, transitions
 from tests.broker import Broker
+from tests.clocks import ShiftedClock
 from tests.harness import RunningDaemon, Seen, daemon_settings, running_daemon
-from tests.test_four_rate_daemon import ShiftedClock, simulated
+from tests.test_four_rate_daemon import simulated
 
 LONDON = ZoneInfo("Europe/London")
 HALF = timedelta(minutes=30)

@@ -19,9 +19,9 @@ from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_EV_ID
 from ioagent.timeutil import Clock, utc_now
 from tests.broker import Broker
+from tests.clocks import ShiftedClock
 from tests.gx_peer import FACTORY_SLOT, PORTAL_ID, USER_SLOTS, GxPeer, victron_section
 from tests.harness import running_daemon, watching
-from tests.test_four_rate_daemon import ShiftedClock
 
 # A Wednesday in January: London is on GMT, so local time is UTC and the GX's Day is 3.
 # Ten past the hour keeps the first poll clear of the quiet seconds around :00 and :30.

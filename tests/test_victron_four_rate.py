@@ -35,9 +35,10 @@ import pytest
 from ioagent.simulator.state import DEFAULT_EV_ID
 from ioagent.simulator.tariffs import SimProduct
 from tests.broker import Broker
+from tests.clocks import ShiftedClock
 from tests.gx_peer import USER_SLOTS, GxPeer, victron_section
 from tests.harness import RunningDaemon, running_daemon
-from tests.test_four_rate_daemon import ShiftedClock, at, simulated
+from tests.test_four_rate_daemon import at, simulated
 
 # A Wednesday in January: London is on GMT, so local time is UTC and the GX's Day is 3.
 START = at("2026-01-14 11:40:10")
