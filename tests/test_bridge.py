@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import math
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -23,6 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from structlog.testing import capture_logs
 
 from ioagent.config import MqttSettings
+from ioagent.mqtt import bridge as bridge_module
 from ioagent.mqtt.bridge import (
     IncomingMessage,
     MqttBridge,
@@ -245,6 +247,7 @@ LWT_SCRIPT = """
 import asyncio, sys
 from ioagent.mqtt.bridge import MqttBridge
 from ioagent.config import MqttSettings
+from ioagent.mqtt import bridge as bridge_module
 
 async def ignore(message):
     pass
@@ -627,6 +630,45 @@ async def test_a_reply_made_while_the_broker_is_away_is_sent_on_reconnect(broker
     assert inbox_properties is not None
     # paho sets MQTT v5 properties as attributes it does not declare.
     assert getattr(inbox_properties, "CorrelationData", None) == b"req-7"
+
+
+async def test_a_reply_whose_publish_outlives_its_connection_is_sent_on_the_next(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A publish waits for its PUBACK up to PUBLISH_TIMEOUT even after its connection has died,
+    # so the bridge can be connected again before the reply's send gives up. The reply used to
+    # wait in the backlog for the *next* reconnect, which may never come: "9 of 10 answered".
+    monkeypatch.setattr(bridge_module, "PUBLISH_TIMEOUT", 3.0)
+    bridge = make_bridge(broker, client_id="ioagent-replies")
+    payload = '{"command":"boost","status":"ok","transaction":"outlived"}'
+    async with running(bridge):
+        assert broker.process is not None
+        os.kill(broker.process.pid, signal.SIGSTOP)  # the PUBLISH goes out; no PUBACK comes
+        sending = asyncio.create_task(
+            bridge.reply("t/response", payload, response_topic=None, correlation_data=None)
+        )
+        await asyncio.sleep(0.3)
+        assert not sending.done()
+        await asyncio.to_thread(broker.restart)  # SIGKILL ends a stopped process too
+        async with aiomqtt.Client(
+            broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5
+        ) as user:
+            await user.subscribe("t/response", qos=1)
+            received: list[aiomqtt.Message] = []
+
+            async def collect() -> None:
+                async for message in user.messages:
+                    received.append(message)
+
+            reader = asyncio.create_task(collect())
+            await asyncio.wait_for(sending, timeout=10)
+            assert bridge.connected, "the old publish gave up after the bridge reconnected"
+            await eventually(lambda: len(received) >= 1, within=10)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+    assert [m.payload for m in received] == [payload.encode()]
+    assert bridge.replies_accepted == 1
 
 
 async def assert_nagle_is_off(bridge: MqttBridge) -> None:

@@ -251,6 +251,9 @@ class MqttBridge:
         self._established = False
         self.connected_event = asyncio.Event()
         """Set while connected, subscribed and replayed; cleared when the connection drops."""
+        self.replies_accepted = 0
+        """Command replies that a broker acknowledged on all their topics. A broker killed just
+        after its PUBACK can still lose one it had not passed on (docs/reliability.md)."""
 
     def __repr__(self) -> str:
         return (
@@ -304,11 +307,19 @@ class MqttBridge:
         response topic with their correlation data."""
         pending = _Reply(topic, payload, response_topic, correlation_data)
         client = self._client
-        if client is None or not await self._send_reply(client, pending):
-            # The command may already have changed the car: its sender must still hear so.
-            if len(self._unsent_replies) == self._unsent_replies.maxlen:
-                log.warning("too many undelivered replies; dropped the oldest")
-            self._unsent_replies.append(pending)
+        while client is not None:
+            if await self._send_reply(client, pending):
+                self.replies_accepted += 1
+                return
+            if self._client is client:
+                break  # this connection failed: the next one sends the backlog
+            # A publish waits for its PUBACK even after its connection died, so a new connection
+            # may have sent the backlog already: this reply would wait for the one after that.
+            client = self._client
+        # The command may already have changed the car: its sender must still hear so.
+        if len(self._unsent_replies) == self._unsent_replies.maxlen:
+            log.warning("too many undelivered replies; dropped the oldest")
+        self._unsent_replies.append(pending)
 
     async def _send_reply(self, client: aiomqtt.Client, reply: _Reply) -> bool:
         if not reply.sent_to_topic:
@@ -331,6 +342,7 @@ class MqttBridge:
             if not await self._send_reply(client, self._unsent_replies[0]):
                 return
             self._unsent_replies.popleft()
+            self.replies_accepted += 1
 
     async def _send(
         self,

@@ -37,6 +37,34 @@ async def restart_and_time_reconnect(broker: Broker, d: RunningDaemon) -> float:
     return seen.at - up
 
 
+async def settled_in_flight(
+    d: RunningDaemon, simulator: RunningSimulator, *, expected_answers: int
+) -> tuple[int, int]:
+    """How many in-flight commands ran and how many replies the broker acknowledged, once there
+    is a reply for each of them and nothing has changed for a second; fails if a command that
+    ran is never answered."""
+
+    def counts() -> tuple[int, int]:
+        writes = simulator.state.calls()["by_operation"].get("setDevicePreferences", 0)
+        return writes - RESTARTS, d.daemon.bridge.replies_accepted  # RESTARTS synchronous writes
+
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                ran, accepted = counts()
+                if accepted >= expected_answers + ran:
+                    await asyncio.sleep(1.0)
+                    if counts() == (ran, accepted):
+                        return ran, accepted
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        ran, accepted = counts()
+        raise AssertionError(
+            f"{ran} in-flight commands ran, but only {accepted - expected_answers} of their "
+            "replies were acknowledged by the broker"
+        ) from None
+
+
 async def test_ten_broker_restarts_reconnect_republish_and_answer_every_command(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
@@ -100,22 +128,35 @@ async def test_ten_broker_restarts_reconnect_republish_and_answer_every_command(
             ]
             assert len(after) >= 15
 
-        await asyncio.sleep(1.0)  # replies to the last in-flight commands
-        replies = [r.get("transaction") for r in d.replies()]
+        # The daemon's side: every command that ran has a reply that a broker acknowledged, once.
+        # The last in-flight command may still be running after the reconnect (on a loaded
+        # machine, past the 1 s this test used to wait, which read as "9 of 10 answered").
+        ran, accepted = await settled_in_flight(d, simulator, expected_answers=len(answered))
+        assert accepted == len(answered) + ran, "each reply is acknowledged once"
+        replies = d.replies()
+        transactions = [r.get("transaction") for r in replies]
         for transaction in answered:
-            assert replies.count(transaction) == 1, f"{transaction}: {replies.count(transaction)}"
-        late = sum(replies.count(transaction) for transaction in in_flight)
-        assert all(replies.count(transaction) <= 1 for transaction in in_flight)
-        writes = simulator.state.calls()["by_operation"].get("setDevicePreferences", 0)
-        ran = writes - RESTARTS  # one write per answered target_soc command
-        assert late == ran, f"{ran} in-flight commands ran, {late} were answered"
+            assert transactions.count(transaction) == 1, (
+                f"{transaction}: {transactions.count(transaction)}"
+            )
+        # The subscriber's side, across a killed broker, is at least once *to the broker*: a
+        # PUBACK lost with the broker makes the daemon send the reply again (seen twice), and a
+        # broker killed after its PUBACK loses the copy it had not passed on (seen never).
+        seen = {r["transaction"]: r for r in replies if r.get("transaction") in in_flight}
+        assert len(seen) <= ran
+        for reply in replies:
+            if reply.get("transaction") in seen:
+                assert reply == seen[reply["transaction"]], "a reply sent again is the same reply"
+        late = len(seen)
+        twice = sum(transactions.count(transaction) > 1 for transaction in seen)
         assert not d.task.done()
     assert max(reconnects) <= RECONNECT_LIMIT, reconnects
     print(
         f"\nreconnect after broker restart: max={max(reconnects):.2f}s "
         f"median={statistics.median(reconnects):.2f}s over {len(reconnects)} restarts; "
         f"{len(answered)} commands answered exactly once; "
-        f"{late}/{len(in_flight)} commands sent just before a restart answered"
+        f"{ran} of {len(in_flight)} commands sent just before a restart ran; the subscriber saw "
+        f"{late} of their replies ({twice} twice)"
     )
 
 
