@@ -278,6 +278,55 @@ def _car(state: str) -> Device:
     )
 
 
+@dataclass
+class HeldPublisher(RecordingPublisher):
+    """Records each publish when it is called (the order in which paho sends them), but holds
+    the first one on ``hold_topic`` until released, as a slow broker would."""
+
+    hold_topic: str = ""
+    holding: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def publish(self, topic: str, payload: str, *, retain: bool = False) -> None:
+        await super().publish(topic, payload, retain=retain)
+        if topic == self.hold_topic and not self.holding.is_set():
+            self.holding.set()
+            await self.release.wait()
+
+
+async def test_a_device_publish_that_a_command_overtakes_mid_way_ends_with_the_newer_state() -> (
+    None
+):
+    # Found by the broker-restart test: the first poll's publish was still under way (its first
+    # topic sent, the rest waiting) when a command's re-read published the car's new state; the
+    # poll then sent the rest of the older state after it.
+    publisher = HeldPublisher(hold_topic=TOPICS.device_state)
+    agent = offline_agent(publisher, None)
+    agent.take_devices([_car("SMART_CONTROL_CAPABLE")])
+    polls_publish = asyncio.create_task(agent.publish_device(NOW))
+    await asyncio.wait_for(publisher.holding.wait(), timeout=5)
+    agent.take_devices([_car("BOOSTING")])  # the command's re-read, newer
+    commands_publish = asyncio.create_task(agent.publish_device(NOW))
+    await asyncio.sleep(0.05)
+    publisher.release.set()
+    await asyncio.wait_for(asyncio.gather(polls_publish, commands_publish), timeout=5)
+    await agent.client.close()
+    assert publisher.values(TOPICS.device_state)[-1] == "BOOSTING"
+    assert json.loads(publisher.values(TOPICS.device)[-1])["state"] == "BOOSTING"
+
+
+async def test_a_poll_that_lands_after_a_boundary_publishes_the_state_after_it() -> None:
+    # A poll read at 05:29:50 and applied at 05:30:01 evaluated the tariff at 05:29:50, and so
+    # republished the night's "true" after the boundary timer had flipped it to "false".
+    read_at = datetime(2026, 11, 24, 5, 29, 50, tzinfo=UTC)  # winter: London is UTC
+    landed_at = read_at + timedelta(seconds=11)
+    publisher = RecordingPublisher()
+    agent = offline_agent(publisher, None, landed_at)
+    await agent.apply(PollResult(devices=None, planned={}, completed=[]), read_at)
+    await agent.client.close()
+    assert publisher.values(TOPICS.offpeak) == ["false"]
+
+
 @pytest.mark.parametrize(
     ("overtaken", "shown"), [(False, "SMART_CONTROL_CAPABLE"), (True, "BOOSTING")]
 )

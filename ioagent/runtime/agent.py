@@ -7,6 +7,7 @@ decides *when* to poll (``ioagent.runtime.poller``) and *when* a boundary is due
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
@@ -229,9 +230,13 @@ class AccountAgent:
         self.rates_budget = CallBudget(per_hour=12, per_minute=6)
         self.device_budget = CallBudget(per_hour=12, per_minute=2)
         self.charging_seen: list[datetime] = []
+        """Instants at which a device reported SMART_CONTROL_IN_PROGRESS (charging evidence)."""
         self.device_reads = 0
         """Commands' device re-reads so far: a poll under way during one has older states."""
-        """Instants at which a device reported SMART_CONTROL_IN_PROGRESS (charging evidence)."""
+        self._publishing = asyncio.Lock()
+        """One publication of the plan, device or tariff topics at a time. The poll, a command's
+        re-read and the boundary timer publish concurrently, and each publication awaits the
+        broker topic by topic: interleaved, an older one finished after a newer one."""
 
     # ----- derived state -----
     @property
@@ -414,7 +419,12 @@ class AccountAgent:
         )
 
     async def publish_tariff(self, now: datetime | None = None) -> Signals:
-        now = now or self.clock()
+        async with self._publishing:
+            # Never older than the clock: a poll that read before a boundary and lands after it
+            # would republish the state the boundary timer has just flipped.
+            return await self._publish_tariff(max(now or self.clock(), self.clock()))
+
+    async def _publish_tariff(self, now: datetime) -> Signals:
         # One product for the whole publish: a concurrent product change must not mix rules.
         product = self.product
         rules = self.rules(product)
@@ -498,6 +508,10 @@ class AccountAgent:
         await self._put(t.rates, json.dumps([row.as_json() for row in rows]))
 
     async def publish_plan(self, now: datetime) -> None:
+        async with self._publishing:
+            await self._publish_plan(max(now, self.clock()))  # as publish_tariff
+
+    async def _publish_plan(self, now: datetime) -> None:
         t = self.topics
         plan = _upcoming(self.plan, now)
         await self._put(t.planned, json.dumps([slot_json(slot) for slot in plan]))
@@ -507,6 +521,11 @@ class AccountAgent:
         await self._put(t.completed, json.dumps([slot_json(c.as_dispatch()) for c in completed]))
 
     async def publish_device(self, now: datetime) -> None:
+        async with self._publishing:
+            # The devices are read inside the lock, so the last publication has the newest.
+            await self._publish_device(max(now, self.clock()))
+
+    async def _publish_device(self, now: datetime) -> None:
         device = self.primary_device
         if device is None:
             return
