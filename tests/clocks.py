@@ -63,3 +63,8 @@ class ShiftedClock:
     def real(self, instant: datetime) -> float:
         """The real (time.time) instant at which the shifted clock shows ``instant``."""
         return (instant - (self.base() - utc_now()) - self.offset).timestamp()
+
+
+def real_time(instant: datetime) -> float:
+    """The real (time.time) instant at which ``suite_now`` shows ``instant``."""
+    return instant.timestamp() - _suite_offset.total_seconds()

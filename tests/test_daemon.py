@@ -17,6 +17,7 @@ from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_EV_ID
 from ioagent.store.database import Store
 from ioagent.timeutil import parse_iso
 from tests.broker import Broker
+from tests.clocks import real_time, suite_now
 from tests.harness import RunningDaemon, running_daemon
 
 LONDON = ZoneInfo("Europe/London")
@@ -26,7 +27,7 @@ FLIP_LATENESS_LIMIT = 3.0
 
 def peak_now_tariff() -> dict[str, object]:
     """A fixed window far from now, so 'now' is peak whatever time the tests run."""
-    local = datetime.now(LONDON)
+    local = suite_now().astimezone(LONDON)
     start = (local + timedelta(hours=6)).strftime("%H:%M")
     end = (local + timedelta(hours=8)).strftime("%H:%M")
     return {"offpeak_start": start, "offpeak_end": end}
@@ -82,7 +83,7 @@ async def test_state_flips_exactly_at_the_boundaries_of_a_non_aligned_slot(
         state = simulator.state
         device = state.device(DEFAULT_EV_ID)
         # Whole seconds: ioagent treats sub-second parts of Octopus's times as noise.
-        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+        start = suite_now().replace(microsecond=0) + timedelta(seconds=5)
         end = start + timedelta(seconds=3)
         state.add_dispatch(device, start, end, "SMART", 0.4)
         assert (await d.command("refresh", "now"))["status"] == "ok"
@@ -108,7 +109,7 @@ async def test_state_flips_exactly_at_the_boundaries_of_a_non_aligned_slot(
         # milliseconds); on a loaded 2-core machine this in-process watcher alone was seen to
         # receive a flip 1.02 s late, so the bound here is what tells a timer from a poll.
         for seen, boundary in ((on, start), (offpeak_on, start), (off, end), (offpeak_off, end)):
-            lateness = seen.at - boundary.timestamp()
+            lateness = seen.at - real_time(boundary)
             assert 0 <= lateness < FLIP_LATENESS_LIMIT, (
                 f"{seen.topic}={seen.payload} {lateness:+.3f}s"
             )
@@ -119,7 +120,7 @@ async def test_a_moved_slot_gives_exactly_one_slot_changed_event(
 ) -> None:
     state = simulator.state
     device = state.device(DEFAULT_EV_ID)
-    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(hours=2, minutes=7)
+    start = suite_now().replace(second=0, microsecond=0) + timedelta(hours=2, minutes=7)
     state.add_dispatch(device, start, start + timedelta(minutes=45), "SMART", 5.25)
     async with running_daemon(broker, simulator, tmp_path, tariff=peak_now_tariff()) as d:
         await d.watcher.wait_for(d.topics.planned, lambda p: len(json.loads(p)) == 1)
@@ -313,7 +314,7 @@ async def test_api_faults_mark_degraded_and_keep_the_plan(
 ) -> None:
     state = simulator.state
     device = state.device(DEFAULT_EV_ID)
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
+    start = suite_now().replace(microsecond=0) + timedelta(hours=3)
     state.add_dispatch(device, start, start + timedelta(minutes=30), "SMART", 3.5)
     async with running_daemon(broker, simulator, tmp_path) as d:
         await d.watcher.wait_for(d.topics.planned, lambda p: len(json.loads(p)) == 1)
@@ -335,7 +336,7 @@ async def test_api_faults_mark_degraded_and_keep_the_plan(
                 while d.daemon.poller.backoff_until is None:
                     await asyncio.sleep(0.02)
             backoff_until = d.daemon.poller.backoff_until
-            assert (backoff_until - datetime.now(UTC)).total_seconds() > 100
+            assert (backoff_until - suite_now()).total_seconds() > 100
             refused = await d.command("refresh", "x")
             assert refused["status"] == "error"
             assert "backing off" in refused["error"]
@@ -353,7 +354,7 @@ async def test_a_removed_field_marks_the_api_changed_and_keeps_the_plan(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
     state = simulator.state
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
+    start = suite_now().replace(microsecond=0) + timedelta(hours=3)
     state.add_dispatch(
         state.device(DEFAULT_EV_ID), start, start + timedelta(minutes=30), "SMART", 2
     )

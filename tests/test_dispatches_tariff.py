@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ioagent.simulator.server import RunningSimulator, run_simulator
 from ioagent.simulator.state import DEFAULT_API_KEY, SimulatorState
-from ioagent.timeutil import utc_now
+from tests.clocks import suite_now
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,7 +37,7 @@ async def dispatches(*args: str) -> tuple[int, str, str]:
 
 
 async def test_four_rate_account_shows_allowance_and_rates(tmp_path: Path) -> None:
-    state = SimulatorState.with_default_account(clock=utc_now, product="four_rate")
+    state = SimulatorState.with_default_account(clock=suite_now, product="four_rate")
     async with run_simulator(state) as sim:
         config = write_config(tmp_path, sim)
         code, out, err = await dispatches("--config", str(config))

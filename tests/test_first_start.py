@@ -7,13 +7,14 @@ the topic on the broker, and that subscriber would wait forever."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from ioagent.mqtt.topics import NO_TIME
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_EV_ID
 from tests.broker import Broker
+from tests.clocks import suite_now
 from tests.harness import running_daemon, watching
 from tests.test_daemon import peak_now_tariff
 
@@ -46,7 +47,7 @@ async def test_a_new_install_during_a_running_slot_publishes_offpeak_true_once(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
     device = simulator.state.device(DEFAULT_EV_ID)
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = suite_now().replace(microsecond=0)
     simulator.state.add_dispatch(
         device, now - timedelta(minutes=5), now + timedelta(minutes=20), "SMART", 2.0
     )

@@ -12,7 +12,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,6 +32,7 @@ from ioagent.simulator.state import (
     MIXED_LIVE_EV_ID,
     SECOND_ACCOUNT,
 )
+from tests.clocks import suite_now
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -220,7 +221,7 @@ async def test_standalone_simulator_unplugged_with_a_short_jwt_lifetime(tmp_path
 
 async def _plugged_in_with_history(simulator: RunningSimulator) -> dict[str, Any]:
     await control(simulator, "plug", {"device_id": DEFAULT_EV_ID, "plugged": True})
-    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    end = suite_now().replace(second=0, microsecond=0) - timedelta(hours=1)
     await control(
         simulator,
         "completed",

@@ -6,7 +6,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime, time, timedelta
+from datetime import time, timedelta
 from typing import Any
 
 import aiohttp
@@ -40,6 +40,7 @@ from ioagent.simulator.state import (
     SECOND_ACCOUNT,
     SimSchedule,
 )
+from tests.clocks import suite_now
 
 
 async def control(sim: RunningSimulator, path: str, body: Any = None) -> Any:
@@ -141,7 +142,7 @@ async def test_planned_dispatches_with_odd_times(
     simulator: RunningSimulator, client: KrakenClient
 ) -> None:
     assert await client.planned_dispatches(DEFAULT_EV_ID) == []
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2, seconds=11)
+    start = suite_now().replace(microsecond=0) + timedelta(hours=2, seconds=11)
     await control(
         simulator,
         "dispatches",
@@ -171,7 +172,7 @@ async def test_plug_in_creates_a_smart_plan(
 
 
 async def test_completed_dispatches(simulator: RunningSimulator, client: KrakenClient) -> None:
-    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    end = suite_now().replace(second=0, microsecond=0) - timedelta(hours=1)
     for offset, source in ((timedelta(hours=2), "smart-charge"), (timedelta(0), SOURCE_BUMP)):
         await control(
             simulator,

@@ -23,6 +23,7 @@ from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_EV_ID
 from ioagent.store.database import Store
 from ioagent.store.ledger import HOME_SIGNAL, transitions_between
 from tests.broker import Broker
+from tests.clocks import real_time, suite_now
 from tests.harness import running_daemon, watching
 from tests.test_daemon import FLIP_LATENESS_LIMIT, peak_now_tariff
 
@@ -64,7 +65,7 @@ async def test_backfill_publishes_the_ledger_and_records_the_signal(
         assert payload["half_hours"] == 0
         assert payload["not_compared"]["no_signal"] > 0
         month = json.loads((await d.watcher.wait_for(f"{root}/ledger/month")).payload)
-        now = datetime.now(UTC)
+        now = suite_now()
         local = now.astimezone(LONDON)
         assert month["month"] == local.strftime("%Y-%m")
         first = local_day_bounds(local.date().replace(day=1))[0]
@@ -97,12 +98,12 @@ async def test_a_flip_is_on_time_while_a_backfill_runs(
     tariff = {**peak_now_tariff(), "round_to_half_hour": False}
     async with running_daemon(broker, simulator, tmp_path, ledger=ledger, tariff=tariff) as d:
         state = simulator.state
-        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=8)
+        start = suite_now().replace(microsecond=0) + timedelta(seconds=8)
         state.add_dispatch(state.device(DEFAULT_EV_ID), start, start + timedelta(seconds=4),
                            "SMART", 0.4)  # fmt: skip
         assert (await d.command("refresh", "now"))["status"] == "ok"
         on = await d.watcher.wait_for(d.topics.offpeak, lambda p: p == "true", timeout=20)
-        lateness = on.at - start.timestamp()
+        lateness = on.at - real_time(start)
         assert 0 <= lateness < FLIP_LATENESS_LIMIT, f"flip {lateness:+.3f}s"
         asked = _calls(simulator, "account")
         assert 1 <= asked < 120, f"the backfill must be under way, not done: {asked} requests"
@@ -128,7 +129,7 @@ async def test_an_unknown_label_is_reported_on_the_api_topic(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast_ledger(monkeypatch)
-    settled = floor_half_hour(datetime.now(UTC) - timedelta(days=3))
+    settled = floor_half_hour(suite_now() - timedelta(days=3))
     ledger_settings(simulator.state).unknown_labels[(DEFAULT_ACCOUNT, settled)] = "HOME BONUS"
     ledger = ledger_section(simulator)
     async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,6 +27,7 @@ import pytest
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_EV_ID, default_schedules
 from tests.broker import Broker, free_port
+from tests.clocks import suite_now
 from tests.harness import RunningDaemon, running_daemon
 
 REPO = Path(__file__).resolve().parent.parent
@@ -246,7 +247,7 @@ def test_example_flows_use_core_nodes_and_are_self_describing() -> None:
 
 def peak_now_tariff() -> dict[str, object]:
     """A fixed window far from now and exact slot times, so only our slots make off-peak."""
-    local = datetime.now(LONDON)
+    local = suite_now().astimezone(LONDON)
     return {
         "offpeak_start": (local + timedelta(hours=6)).strftime("%H:%M"),
         "offpeak_end": (local + timedelta(hours=8)).strftime("%H:%M"),
@@ -307,7 +308,7 @@ async def test_example_flows_in_a_real_node_red(
 
             # Flow 2: the relay follows offpeak, once per change, and goes OFF with ioagent.
             await d.watcher.wait_for(RELAY_TOPIC, lambda p: p == "OFF")
-            start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+            start = suite_now().replace(microsecond=0) + timedelta(seconds=4)
             await add_slot_and_refresh(d, simulator, start, start + timedelta(seconds=3))
             offpeak_on = await d.watcher.wait_for(d.topics.offpeak, lambda p: p == "true")
             relay_on = await d.watcher.wait_for(RELAY_TOPIC, lambda p: p == "ON")
@@ -319,7 +320,7 @@ async def test_example_flows_in_a_real_node_red(
             relay_off = await d.watcher.wait_for(RELAY_TOPIC, lambda p: p == "OFF", after=after_on)
             assert relay_off.at >= offpeak_off.at
 
-            start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+            start = suite_now().replace(microsecond=0) + timedelta(seconds=2)
             await add_slot_and_refresh(d, simulator, start, start + timedelta(minutes=10))
             relay_on = await d.watcher.wait_for(
                 RELAY_TOPIC, lambda p: p == "ON", after=d.watcher.messages.index(relay_off)

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_EV_ID
 from ioagent.timeutil import iso_z
 from tests.broker import Broker
+from tests.clocks import suite_now
 from tests.harness import running_daemon, stop_daemon, watching
 
 
 def add_slots(simulator: RunningSimulator) -> list[datetime]:
     state = simulator.state
     device = state.device(DEFAULT_EV_ID)
-    base = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(hours=2)
+    base = suite_now().replace(second=0, microsecond=0) + timedelta(hours=2)
     starts = [base + timedelta(minutes=13), base + timedelta(hours=2, minutes=1)]
     for start in starts:
         state.add_dispatch(device, start, start + timedelta(minutes=40), "SMART", 4.2)
@@ -77,12 +78,12 @@ async def test_retained_state_comes_back_from_the_store_before_any_api_call(
     broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
     add_slots(simulator)
-    finished = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    finished = suite_now().replace(microsecond=0) - timedelta(hours=3)
     simulator.state.add_completed(
         "A-SIM00001", finished, finished + timedelta(minutes=30), 3.5, "smart-charge", "AT_HOME"
     )
     planned_before = (await first_run(broker, simulator, tmp_path))[-1]
-    first_run_ended = datetime.now(UTC)
+    first_run_ended = suite_now()
     await asyncio.sleep(2.0)  # so the data's age after the restart is measurably not zero
     broker.restart()  # the broker forgets everything: what comes back must come from the store
     simulator.state.add_fault("http_500", 1000, include_auth=True)
@@ -107,7 +108,7 @@ async def test_retained_state_comes_back_from_the_store_before_any_api_call(
             )
             health = json.loads(api.payload)
             assert health["last_success"] is not None, "the age of the data is shown"
-            age = (datetime.now(UTC) - first_run_ended).total_seconds()
+            age = (suite_now() - first_run_ended).total_seconds()
             assert health["stale_seconds"] >= int(age) - 1 >= 1, "age counts from the last poll"
             await asyncio.sleep(1.0)  # the boundary task's first publish has run by now
             # Octopus is down: every call it got failed, and nothing was lost from the topics.

@@ -24,7 +24,7 @@ from ioagent.simulator.state import (
     SimulatorState,
 )
 from ioagent.tariff.product import classify, in_force
-from ioagent.timeutil import utc_now
+from tests.clocks import suite_now
 
 FOUR_RATE = "IOG-SMB-VAR-24-10-29"
 FOUR_RATE_TARIFF = "E-1R-IOG-SMB-VAR-24-10-29-H"
@@ -62,7 +62,7 @@ async def test_agreements_of_another_account_are_refused(client: KrakenClient) -
 async def test_a_migration_through_the_control_api(
     simulator: RunningSimulator, client: KrakenClient
 ) -> None:
-    switch = (utc_now() + timedelta(hours=1)).replace(microsecond=0)
+    switch = (suite_now() + timedelta(hours=1)).replace(microsecond=0)
     await control(
         simulator,
         "agreements",
@@ -70,7 +70,7 @@ async def test_a_migration_through_the_control_api(
     )
     agreements = await client.agreements(DEFAULT_ACCOUNT)
     assert len(agreements) == 2, "the old one ends at the switch, the new one starts there"
-    now = utc_now()
+    now = suite_now()
     assert in_force(agreements, now).product_code == LEGACY  # type: ignore[union-attr]
     assert in_force(agreements, switch).product_code == FOUR_RATE  # type: ignore[union-attr]
 
@@ -87,7 +87,7 @@ async def test_a_bad_migration_is_refused(simulator: RunningSimulator) -> None:
 
 
 async def test_four_rate_feeds_have_the_live_shapes() -> None:
-    state = SimulatorState.with_default_account(clock=utc_now, product="four_rate")
+    state = SimulatorState.with_default_account(clock=suite_now, product="four_rate")
     async with run_simulator(state) as sim, ProductsClient(sim.rest_url) as rest:
         day = await rest.unit_rates(FOUR_RATE, FOUR_RATE_TARIFF, "day-unit-rates")
         assert [(r.value_inc_vat, r.valid_to) for r in day] == [(30.371355, None)]
@@ -108,7 +108,7 @@ async def test_legacy_feed_has_windows_and_unknown_feeds_are_404(
     simulator: RunningSimulator,
 ) -> None:
     async with ProductsClient(simulator.rest_url) as rest:
-        now = utc_now()
+        now = suite_now()
         rates = await rest.unit_rates(
             LEGACY,
             LEGACY_TARIFF,
@@ -133,7 +133,7 @@ async def test_the_car_charges_only_while_a_slot_runs_and_draws(
 ) -> None:
     state = simulator.state
     device = state.device(DEFAULT_EV_ID)
-    now = utc_now().replace(microsecond=0)
+    now = suite_now().replace(microsecond=0)
     state.add_dispatch(
         device, now - timedelta(minutes=5), now + timedelta(minutes=30), "SMART", 3.0
     )

@@ -16,7 +16,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_EV_ID
 from ioagent.store.database import Store
 from tests.broker import Broker
+from tests.clocks import suite_now
 from tests.gx_peer import GxPeer
 from tests.harness import RunningDaemon, running_daemon
 
@@ -136,7 +137,7 @@ async def test_stop_while_a_store_write_is_held_up_by_the_disk(
     try:
         async with running_daemon(broker, simulator, tmp_path) as d:
             device = simulator.state.device(DEFAULT_EV_ID)
-            start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
+            start = suite_now().replace(microsecond=0) + timedelta(hours=3)
             simulator.state.add_dispatch(device, start, start + timedelta(minutes=30), "SMART", 2)
             monkeypatch.setattr(Store, "log_event", slow_disk)
             assert (await d.command("refresh", "now"))["status"] == "ok"

@@ -17,9 +17,9 @@ import pytest
 
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_EV_ID
-from ioagent.timeutil import Clock, utc_now
+from ioagent.timeutil import Clock
 from tests.broker import Broker
-from tests.clocks import ShiftedClock
+from tests.clocks import ShiftedClock, suite_now
 from tests.gx_peer import FACTORY_SLOT, PORTAL_ID, USER_SLOTS, GxPeer, victron_section
 from tests.harness import running_daemon, watching
 
@@ -36,9 +36,9 @@ def z(instant: datetime) -> str:
 
 def shifted_clock(simulator: RunningSimulator, to: datetime) -> Clock:
     """A clock that runs from ``to``, with the simulator moved to the same time."""
-    offset = to - utc_now()
+    offset = to - suite_now()
     simulator.state.set_time_offset(offset.total_seconds())
-    return lambda: utc_now() + offset
+    return lambda: suite_now() + offset
 
 
 def slot_status(day: int, start: str, minutes: int, window: tuple[datetime, datetime]) -> Any:

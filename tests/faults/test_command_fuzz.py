@@ -40,8 +40,9 @@ from ioagent.runtime.command_runner import CommandRunner
 from ioagent.runtime.poller import Poller
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, DEFAULT_EV_ID
-from ioagent.timeutil import Clock, utc_now
+from ioagent.timeutil import Clock
 from tests.broker import Broker
+from tests.clocks import suite_now
 from tests.harness import running_daemon
 
 SOAK = os.environ.get("IOAGENT_FUZZ_SOAK_EXAMPLES")
@@ -158,14 +159,14 @@ async def agent_with_devices(client: KrakenClient, clock: Clock) -> AccountAgent
 @pytest.fixture
 async def command_rig(simulator: RunningSimulator) -> AsyncIterator[CommandRig]:
     async with KrakenClient(simulator.graphql_url, SecretStr(DEFAULT_API_KEY)) as client:
-        agent = await agent_with_devices(client, utc_now)
-        poller = Poller(agent, PollingSettings(), clock=utc_now)
+        agent = await agent_with_devices(client, suite_now)
+        poller = Poller(agent, PollingSettings(), clock=suite_now)
         holder: list[CommandRig] = []
 
         async def reply(command: Command | CommandRejection, status: str, err: str | None) -> None:
             await holder[0].reply(command, status, err)
 
-        runner = CommandRunner(agent, poller, reply, clock=utc_now, resync_pause=0.0)
+        runner = CommandRunner(agent, poller, reply, clock=suite_now, resync_pause=0.0)
         rig = CommandRig(simulator, runner, agent.device_ids)
         holder.append(rig)
 
@@ -209,7 +210,7 @@ async def fuzz_one(
         name,
         payload,
         retained=retained,
-        now=utc_now(),
+        now=suite_now(),
         message_age=age,
         max_age=MAX_AGE,
         device_ids=rig.device_ids,

@@ -14,7 +14,7 @@ import signal
 import sqlite3
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, DEFAULT_EV_ID
 from ioagent.timeutil import iso_z, parse_iso
 from tests.broker import Broker
+from tests.clocks import suite_now
 from tests.faults.test_api_storm import rolling_maximum
 from tests.harness import Watcher, watching
 
@@ -129,7 +130,7 @@ async def test_sigkill_mid_run_then_restart_and_sigterm(
     broker = logged_broker
     config = write_config(tmp_path / "config.toml", broker, simulator)
     output = tmp_path / "daemon.log"
-    base = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(hours=2)
+    base = suite_now().replace(second=0, microsecond=0) + timedelta(hours=2)
     known = [
         add_slot(simulator, base + timedelta(minutes=7)),
         add_slot(simulator, base + timedelta(hours=2)),
@@ -198,8 +199,8 @@ async def kill_at_random_moments(
     output = tmp_path / "daemon.log"
     db = tmp_path / "data" / "ioagent.db"
     rng = random.Random(20261201)
-    base = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(hours=2)
-    finished = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=6)
+    base = suite_now().replace(second=0, microsecond=0) + timedelta(hours=2)
+    finished = suite_now().replace(second=0, microsecond=0) - timedelta(hours=6)
     slots: list[datetime] = []
     async with watching(broker) as watcher:
         for kill in range(kills):
