@@ -238,6 +238,18 @@ class TariffSettings(Section):
         description="Four-rate: whether a smart slot that ended without the car being seen "
         "charging still used allowance (planned, the cautious default) or not (charging).",
     )
+    allowance_measure: Literal["half_hours", "slot_time"] = Field(
+        default="half_hours",
+        description="Four-rate: how a smart slot uses the allowance: every half-hour it touches "
+        "as a whole half-hour (half_hours, what the billing's half-hour buckets suggest) or only "
+        "the slot's own minutes (slot_time).",
+    )
+    across_noon: Literal["split", "slot_start"] = Field(
+        default="split",
+        description="Four-rate: a smart slot across noon is split at noon, each half-hour using "
+        "the allowance of the period it falls in (split), or all of it uses the allowance of the "
+        "period in which it starts (slot_start).",
+    )
 
     _hhmm = field_validator("offpeak_start", "offpeak_end")(_validate_hhmm)
     _tz = field_validator("timezone")(_validate_timezone)

@@ -42,11 +42,17 @@ def product(
     smart_offpeak: str = "auto",
     allowance_counts: str = "planned",
     allowance_hours: float = 6.0,
+    allowance_measure: str = "half_hours",
+    across_noon: str = "split",
 ) -> ProductRules:
-    settings = TariffSettings(
-        smart_offpeak=smart_offpeak,  # type: ignore[arg-type]
-        allowance_counts=allowance_counts,  # type: ignore[arg-type]
-        allowance_hours=allowance_hours,
+    settings = TariffSettings.model_validate(
+        {
+            "smart_offpeak": smart_offpeak,
+            "allowance_counts": allowance_counts,
+            "allowance_hours": allowance_hours,
+            "allowance_measure": allowance_measure,
+            "across_noon": across_noon,
+        }
     )
     return ProductRules.from_settings(settings, family, None)
 
@@ -354,6 +360,78 @@ def test_slot_across_noon_is_split_at_noon() -> None:
     assert at_noon.allowance.resets_at == utc("2026-01-16 12:00")
 
 
+# R2a and R8, open: the default and the alternative of each key. Overnight 00:00-05:10 touches 11
+# half-hours (5.5 h as half-hours, 5 h 10 as slot time), then two 20-minute morning slots.
+SHORT_MORNING = [
+    slot("2026-01-15 00:00", "2026-01-15 05:10"),
+    slot("2026-01-15 11:00", "2026-01-15 11:20"),
+    slot("2026-01-15 11:30", "2026-01-15 11:50"),
+]
+# The docs' noon example: 11 half-hours overnight, then 11:00-13:00 across noon.
+ACROSS_NOON = [
+    slot("2026-01-15 00:00", "2026-01-15 05:30"),
+    slot("2026-01-15 11:00", "2026-01-15 13:00"),
+]
+
+
+@pytest.mark.parametrize(
+    ("rules", "plan", "now", "car", "used", "remaining"),
+    [
+        pytest.param(
+            FOUR, SHORT_MORNING, "11:35", False, 6.0, 0.0, id="R2a-half-hours-11:30-beyond"
+        ),
+        pytest.param(
+            product(allowance_measure="slot_time"),
+            SHORT_MORNING,
+            "11:35",
+            True,
+            35 / 6,
+            1 / 6,
+            id="R2a-slot-time-11:30-within",
+        ),
+        pytest.param(FOUR, ACROSS_NOON, "11:15", True, 6.0, 0.0, id="R8-split-before-noon"),
+        pytest.param(FOUR, ACROSS_NOON, "12:15", True, 0.5, 5.5, id="R8-split-new-period"),
+        pytest.param(
+            product(across_noon="slot_start"),
+            ACROSS_NOON,
+            "11:15",
+            True,
+            6.0,
+            0.0,
+            id="R8-slot-start-before-noon",
+        ),
+        pytest.param(
+            product(across_noon="slot_start"),
+            ACROSS_NOON,
+            "12:15",
+            False,
+            0.0,
+            6.0,
+            id="R8-slot-start-after-noon-is-the-old-period",
+        ),
+        pytest.param(
+            product(across_noon="slot_start"),
+            [slot("2026-01-15 12:30", "2026-01-15 13:30")],
+            "13:15",
+            True,
+            1.0,
+            5.0,
+            id="R8-slot-start-a-slot-after-noon-is-the-new-period",
+        ),
+    ],
+)
+def test_open_allowance_rules_follow_their_keys(
+    rules: ProductRules, plan: list[Dispatch], now: str, car: bool, used: float, remaining: float
+) -> None:
+    state = evaluate(rules, plan, [], utc(f"2026-01-15 {now}"))
+    assert state.allowance is not None
+    assert state.ev_offpeak == car
+    assert (state.allowance.used, state.allowance.remaining) == (
+        pytest.approx(used),
+        pytest.approx(remaining),
+    )
+
+
 def test_allowance_used_counts_half_hours_as_they_start() -> None:
     plan = [EVENING]
     evidence = seen("2026-01-15 19:31")
@@ -508,13 +586,18 @@ def _key(
     return (s.offpeak, s.ev_offpeak, s.confidence, s.dispatching, used)
 
 
-@settings(max_examples=100, deadline=None)
-@given(case=four_rate_case(), family=st.sampled_from(["four_rate", "legacy"]))
+@settings(max_examples=150, deadline=None)
+@given(
+    case=four_rate_case(),
+    family=st.sampled_from(["four_rate", "legacy"]),
+    measure=st.sampled_from(["half_hours", "slot_time"]),
+    noon=st.sampled_from(["split", "slot_start"]),
+)
 def test_nothing_changes_before_next_transition(
-    case: tuple[list[Dispatch], list[Window], datetime], family: Family
+    case: tuple[list[Dispatch], list[Window], datetime], family: Family, measure: str, noon: str
 ) -> None:
     plan, evidence, now = case
-    rules = product(family)
+    rules = product(family, allowance_measure=measure, across_noon=noon)
     state = evaluate(rules, plan, evidence, now)
     if state.next_transition is None:
         return
@@ -551,6 +634,32 @@ def test_car_is_never_cheaper_than_the_allowance(
             per_period[cell.period] = per_period.get(cell.period, 0) + 1
         assert not (cell.home_offpeak and not cell.in_window and not cell.ev_offpeak)
     assert all(count <= 12 for count in per_period.values())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    case=four_rate_case(),
+    measure=st.sampled_from(["half_hours", "slot_time"]),
+    noon=st.sampled_from(["split", "slot_start"]),
+)
+def test_no_period_spends_more_than_its_allowance_and_slot_time_never_more_than_half_hours(
+    case: tuple[list[Dispatch], list[Window], datetime], measure: str, noon: str
+) -> None:
+    plan, evidence, now = case
+    rules = product(allowance_measure=measure, across_noon=noon).four_rate
+    cells = four_rate.grid(plan, evidence, rules, now, now, now + timedelta(days=2))
+    spent: dict[datetime, timedelta] = {}
+    for cell in cells:
+        if cell.within_allowance and cell.uses_allowance:
+            spent[cell.period] = spent.get(cell.period, timedelta(0)) + cell.counted
+        assert cell.counted <= cell.end - cell.start
+    assert all(total <= rules.allowance for total in spent.values())
+    whole = product(allowance_measure="half_hours", across_noon=noon)
+    minutes = product(allowance_measure="slot_time", across_noon=noon)
+    by_half_hours = evaluate(whole, plan, evidence, now).allowance
+    by_minutes = evaluate(minutes, plan, evidence, now).allowance
+    assert by_half_hours is not None and by_minutes is not None
+    assert by_minutes.used <= by_half_hours.used + 1e-9
 
 
 def test_an_unclassified_completed_record_is_no_charging_evidence() -> None:

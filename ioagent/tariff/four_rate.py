@@ -4,9 +4,9 @@ The rules (docs/tariff.md gives the evidence and the config key of each open one
 
 * R1: the home is cheap in the nightly window (23:30–05:30 local) whatever the car does.
 * R2: the car has an allowance (6 h) per period from local noon to local noon (23 h or 25 h on
-  DST days). Smart time counts in whole half-hours touched, in and out of the window, in time
-  order. A half-hour belongs to the period in which it starts, so a slot across noon is split
-  at noon.
+  DST days). Smart time counts in whole half-hours touched (R2a, ``allowance_measure``), in and
+  out of the window, in time order. A half-hour belongs to the period in which it starts, so a
+  slot across noon is split at noon (R8, ``across_noon``).
 * R3: outside the window, a half-hour touched by a counting smart slot within the allowance
   is cheap for the home (the "home bonus") and for the car.
 * R4: beyond the allowance the car pays its standard rate everywhere and the home loses the
@@ -41,6 +41,8 @@ from ioagent.tariff.windows import (
 from ioagent.timeutil import to_utc
 
 SmartOffpeak = Literal["planned", "charging"]
+AllowanceMeasure = Literal["half_hours", "slot_time"]
+AcrossNoon = Literal["split", "slot_start"]
 NOON = time(12, 0)
 
 
@@ -55,6 +57,12 @@ class FourRateRules:
     """Whether an unconfirmed smart half-hour makes the home cheap (``planned``) or not."""
     allowance_counts: SmartOffpeak = "planned"
     """Whether a slot that ended without being confirmed still used allowance (``planned``)."""
+    allowance_measure: AllowanceMeasure = "half_hours"
+    """R2a: a half-hour touched uses a whole half-hour (``half_hours``), or only the minutes of
+    the slots in it (``slot_time``)."""
+    across_noon: AcrossNoon = "split"
+    """R8: a slot across noon is split at noon (``split``), or all of it belongs to the period
+    in which it starts (``slot_start``)."""
 
     def __post_init__(self) -> None:
         if self.allowance_hours < 0:
@@ -80,6 +88,9 @@ class HalfHour:
     """One of those slots is confirmed charging."""
     uses_allowance: bool
     """It consumes allowance (a counting slot that has not ended unconfirmed, see the rules)."""
+    counted: timedelta
+    """How much allowance it uses (R2a): the whole half-hour, or its slots' minutes; zero when
+    it uses none."""
     within_allowance: bool
     home_offpeak: bool
     ev_offpeak: bool
@@ -109,35 +120,47 @@ def grid(
     start: datetime,
     end: datetime,
 ) -> list[HalfHour]:
-    """The half-hours from the allowance period holding ``start`` until ``end``."""
+    """The half-hours from the allowance period holding ``start`` until ``end``.
+
+    With ``across_noon = "slot_start"`` the grid starts at the period of a slot that runs into
+    that period, so that the half-hours it charges to its own period are known.
+    """
     now, start, end = to_utc(now), to_utc(start), to_utc(end)
     first = period_start(start, rules)
     slots = [slot for slot in plan if counts(slot, now) and slot.end > slot.start]
+    if rules.across_noon == "slot_start":
+        first = min([first, *(period_start(s.start, rules) for s in slots if s.end > first)])
     windows = nightly_windows(rules.zone, rules.window_start, rules.window_end, first, end)
-    # Per slot: the half-hours it touches, whether it is confirmed, whether it uses allowance.
-    touched: dict[datetime, list[tuple[bool, bool]]] = {}
+    touched: dict[datetime, list[_Mark]] = {}
     for slot in slots:
         is_confirmed = confirmed(slot, evidence)
         ended_unconfirmed = to_utc(slot.end) <= now and not is_confirmed
         uses = not ended_unconfirmed or rules.allowance_counts == "planned"
+        home_period = period_start(slot.start, rules)
         for cell in half_hours(slot.start, slot.end, rules.zone):
-            touched.setdefault(cell, []).append((is_confirmed, uses))
+            touched.setdefault(cell, []).append(
+                _Mark(is_confirmed, uses, home_period, to_utc(slot.start), to_utc(slot.end))
+            )
 
     cells: list[HalfHour] = []
     used: dict[datetime, timedelta] = {}
     cursor = floor_half_hour(first, rules.zone)
     while cursor < end:
         cell_end = floor_half_hour(cursor + HALF_HOUR, rules.zone)
-        period = period_start(cursor, rules)
         marks = touched.get(cursor, [])
+        period = period_start(cursor, rules)
+        if marks and rules.across_noon == "slot_start":
+            period = min(mark.period for mark in marks)
         smart = bool(marks)
-        is_confirmed = any(c for c, _ in marks)
-        uses = any(u for _, u in marks)
+        is_confirmed = any(mark.confirmed for mark in marks)
+        uses = any(mark.uses for mark in marks)
+        cost = _cost(marks, cursor, cell_end, rules)
+        counted = _cost([m for m in marks if m.uses], cursor, cell_end, rules)
         before = used.get(period, timedelta(0))
         # Whole half-hours only: a half-hour that would cross the allowance is beyond it.
-        within = smart and before + (cell_end - cursor) <= rules.allowance
+        within = smart and before + cost <= rules.allowance
         if uses:
-            used[period] = before + (cell_end - cursor)
+            used[period] = before + counted
         in_window = any(cursor in w for w in windows)
         bonus = smart and within and (is_confirmed or rules.smart_offpeak == "planned")
         confidence: Confidence
@@ -156,6 +179,7 @@ def grid(
                 smart=smart,
                 confirmed=is_confirmed,
                 uses_allowance=uses,
+                counted=counted if uses else timedelta(0),
                 within_allowance=within,
                 home_offpeak=in_window or bonus,
                 ev_offpeak=smart and within,
@@ -164,6 +188,37 @@ def grid(
         )
         cursor = cell_end
     return cells
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """A counting smart slot that touches a half-hour."""
+
+    confirmed: bool
+    uses: bool
+    period: datetime
+    """The allowance period in which the slot starts."""
+    start: datetime
+    end: datetime
+
+
+def _cost(
+    marks: Sequence[_Mark], start: datetime, end: datetime, rules: FourRateRules
+) -> timedelta:
+    """The allowance that ``marks`` use in the half-hour ``[start, end)`` (R2a)."""
+    if not marks:
+        return timedelta(0)
+    if rules.allowance_measure == "half_hours":
+        return end - start
+    # slot_time: the union of the slots' minutes in the half-hour (slots can overlap).
+    spans = sorted((max(m.start, start), min(m.end, end)) for m in marks)
+    total, reach = timedelta(0), start
+    for span_start, span_end in spans:
+        span_start = max(span_start, reach)
+        if span_end > span_start:
+            total += span_end - span_start
+            reach = span_end
+    return total
 
 
 @dataclass(frozen=True)
@@ -183,14 +238,14 @@ class Allowance:
 def allowance_at(cells: Sequence[HalfHour], rules: FourRateRules, now: datetime) -> Allowance:
     """The allowance of the period holding ``now``; ``cells`` must cover that period.
 
-    A half-hour is used as soon as it starts: whole half-hours touched are what is billed.
+    A half-hour is used as soon as it starts (with ``slot_time``, all its slots' minutes then).
     """
     now = to_utc(now)
     period = period_start(now, rules)
     resets_at = next_reset(now, rules)
     spending = [c for c in cells if c.period == period and c.uses_allowance and c.within_allowance]
-    used = sum(((c.end - c.start) for c in spending if c.start <= now), timedelta(0))
-    planned = sum(((c.end - c.start) for c in spending), timedelta(0))
+    used = sum((c.counted for c in spending if c.start <= now), timedelta(0))
+    planned = sum((c.counted for c in spending), timedelta(0))
     exhausted_at = spending[-1].end if spending and planned >= rules.allowance else None
     cap = rules.allowance
     return Allowance(
@@ -204,7 +259,9 @@ def allowance_at(cells: Sequence[HalfHour], rules: FourRateRules, now: datetime)
 
 
 __all__ = [
+    "AcrossNoon",
     "Allowance",
+    "AllowanceMeasure",
     "FourRateRules",
     "HalfHour",
     "SmartOffpeak",

@@ -68,6 +68,8 @@ class ProductRules:
                 allowance_hours=settings.allowance_hours,
                 smart_offpeak=mode,
                 allowance_counts=settings.allowance_counts,
+                allowance_measure=settings.allowance_measure,
+                across_noon=settings.across_noon,
             ),
         )
 
