@@ -19,6 +19,7 @@ from ioagent.aio import cancel_and_wait, describe_tasks
 from ioagent.config import Settings
 from ioagent.mqtt.topics import Topics
 from ioagent.runtime.daemon import Daemon
+from ioagent.runtime.ledger_task import LedgerPace
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY
 from ioagent.timeutil import Clock, parse_iso
@@ -253,12 +254,14 @@ async def running_daemon(
     *,
     wait_for_poll: bool = True,
     clock: Clock = suite_now,
+    ledger_pace: LedgerPace | None = None,
     **sections: dict[str, Any],
 ) -> AsyncIterator[RunningDaemon]:
     """A daemon connected to ``broker``; with ``wait_for_poll``, also after its first good poll.
 
     ``clock``: the daemon's clock; shift the simulator's by the same offset (see
-    ``SimulatorState.set_time_offset``) so that both agree on the time.
+    ``SimulatorState.set_time_offset``) so that both agree on the time. ``ledger_pace``: the
+    ledger's start delay and request rate (the daemon's defaults are for Octopus's live API).
     """
     settings = daemon_settings(broker, sim, data, **sections)
     topics = Topics(settings.mqtt.base_topic, settings.octopus.account_number or DEFAULT_ACCOUNT)
@@ -270,7 +273,7 @@ async def running_daemon(
         return health["state"] == "ok" and bool(success) and parse_iso(success) >= started
 
     async with watching(broker) as watcher:
-        daemon = Daemon(settings, clock=clock)
+        daemon = Daemon(settings, clock=clock, ledger_pace=ledger_pace)
         task = asyncio.create_task(daemon.run(), name="daemon-under-test")
         handle = RunningDaemon(daemon, settings, topics, watcher, task)
         try:

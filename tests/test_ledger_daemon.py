@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ioagent.ledger import schedule
+from ioagent.ledger.schedule import LEDGER_PER_MINUTE
 from ioagent.ledger.windows import floor_half_hour, local_day_bounds
 from ioagent.mqtt.homeassistant import discovery_topic
 from ioagent.mqtt.topics import LEDGER_TOPICS
-from ioagent.runtime import ledger_task
+from ioagent.runtime.ledger_task import LedgerPace
 from ioagent.simulator.ledger import ledger_settings, mpan_for
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_EV_ID
@@ -35,10 +35,9 @@ def _calls(simulator: RunningSimulator, operation: str) -> int:
     return int(simulator.state.calls()["by_operation"].get(operation, 0))
 
 
-def fast_ledger(monkeypatch: pytest.MonkeyPatch, start_delay: float = 0.2) -> None:
+def fast_ledger(start_delay: float = 0.2) -> LedgerPace:
     """The ledger's first fetch a moment after start, at up to 60 requests a minute."""
-    monkeypatch.setattr(ledger_task, "START_DELAY", start_delay)
-    monkeypatch.setattr(schedule, "LEDGER_PER_MINUTE", 60)
+    return LedgerPace(start_delay=start_delay, per_minute=60)
 
 
 def ledger_section(simulator: RunningSimulator, **options: object) -> dict[str, object]:
@@ -49,11 +48,11 @@ def ledger_section(simulator: RunningSimulator, **options: object) -> dict[str, 
 
 @pytest.mark.timeout(120)
 async def test_backfill_publishes_the_ledger_and_records_the_signal(
-    broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    fast_ledger(monkeypatch)
+    pace = fast_ledger()
     ledger = ledger_section(simulator)
-    async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:
+    async with running_daemon(broker, simulator, tmp_path, ledger=ledger, ledger_pace=pace) as d:
         root = d.topics.root
         await d.watcher.wait_for(f"{root}/ledger/agreement", timeout=60)
         async with watching(broker, f"{root}/ledger/#") as late:
@@ -89,14 +88,16 @@ async def test_backfill_publishes_the_ledger_and_records_the_signal(
 
 @pytest.mark.timeout(120)
 async def test_a_flip_is_on_time_while_a_backfill_runs(
-    broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(ledger_task, "START_DELAY", 0.2)  # the real 2 requests a minute
+    pace = LedgerPace(start_delay=0.2, per_minute=LEDGER_PER_MINUTE)  # the real 2 a minute
     # 30 days in 12-half-hour windows is 120 requests: at 2 a minute the backfill runs for
     # an hour, so it is certainly running when the slot below starts.
     ledger = ledger_section(simulator, backfill_days=30)
     tariff = {**peak_now_tariff(), "round_to_half_hour": False}
-    async with running_daemon(broker, simulator, tmp_path, ledger=ledger, tariff=tariff) as d:
+    async with running_daemon(
+        broker, simulator, tmp_path, ledger=ledger, tariff=tariff, ledger_pace=pace
+    ) as d:
         state = simulator.state
         start = suite_now().replace(microsecond=0) + timedelta(seconds=8)
         state.add_dispatch(state.device(DEFAULT_EV_ID), start, start + timedelta(seconds=4),
@@ -111,11 +112,11 @@ async def test_a_flip_is_on_time_while_a_backfill_runs(
 
 @pytest.mark.timeout(120)
 async def test_without_a_configured_mpan_the_agreements_one_is_used(
-    broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    fast_ledger(monkeypatch, start_delay=0.5)
+    pace = fast_ledger(start_delay=0.5)
     ledger = {"backfill_days": 4, "calls_per_hour": 60}  # no [ledger] mpan
-    async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:
+    async with running_daemon(broker, simulator, tmp_path, ledger=ledger, ledger_pace=pace) as d:
         root = d.topics.root
         tariff = json.loads((await d.watcher.wait_for(d.topics.tariff, timeout=30)).payload)
         assert tariff["source"] == "account", "the agreements were read"
@@ -126,13 +127,13 @@ async def test_without_a_configured_mpan_the_agreements_one_is_used(
 
 @pytest.mark.timeout(120)
 async def test_an_unknown_label_is_reported_on_the_api_topic(
-    broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    fast_ledger(monkeypatch)
+    pace = fast_ledger()
     settled = floor_half_hour(suite_now() - timedelta(days=3))
     ledger_settings(simulator.state).unknown_labels[(DEFAULT_ACCOUNT, settled)] = "HOME BONUS"
     ledger = ledger_section(simulator)
-    async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:
+    async with running_daemon(broker, simulator, tmp_path, ledger=ledger, ledger_pace=pace) as d:
         seen = await d.watcher.wait_for(
             d.topics.api, lambda p: json.loads(p)["ledger"] != "ok", timeout=60
         )
@@ -148,12 +149,12 @@ def _ledger_entities(payload: str) -> dict[str, str]:
 
 @pytest.mark.timeout(150)
 async def test_home_assistant_gets_a_ledger_entity_once_its_topic_is_published(
-    broker: Broker, simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    broker: Broker, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    fast_ledger(monkeypatch, start_delay=3.0)
+    pace = fast_ledger(start_delay=3.0)
     ledger = ledger_section(simulator)
     topic = discovery_topic("homeassistant", DEFAULT_ACCOUNT)
-    async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:
+    async with running_daemon(broker, simulator, tmp_path, ledger=ledger, ledger_pace=pace) as d:
         first = await d.watcher.wait_for(topic, timeout=10)
         assert _ledger_entities(first.payload) == {}, "nothing is published on them yet"
         announced = await d.watcher.wait_for(
@@ -170,9 +171,9 @@ async def test_home_assistant_gets_a_ledger_entity_once_its_topic_is_published(
     # A restart with a broker that lost its retained messages: the stored ledger goes back on
     # MQTT at once, from the store (no fetch before START_DELAY), and HA keeps its entities.
     broker.restart()  # persistence is off: every retained message is gone
-    monkeypatch.setattr(ledger_task, "START_DELAY", 600.0)
+    pace = fast_ledger(start_delay=600.0)
     calls = _calls(simulator, "account")
-    async with running_daemon(broker, simulator, tmp_path, ledger=ledger) as d:
+    async with running_daemon(broker, simulator, tmp_path, ledger=ledger, ledger_pace=pace) as d:
         for name in LEDGER_TOPICS:
             seen = await d.watcher.wait_for(d.topics.ledger(name), timeout=10)
             now, then = json.loads(seen.payload), json.loads(before[name])

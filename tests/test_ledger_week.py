@@ -30,9 +30,8 @@ import pytest
 
 from ioagent.cli import main
 from ioagent.kraken.types import BOOST, SMART, CompletedDispatch, Dispatch
-from ioagent.ledger import schedule
 from ioagent.ledger.windows import floor_half_hour
-from ioagent.runtime import ledger_task
+from ioagent.runtime.ledger_task import LEDGER_BUDGET_META, LedgerPace
 from ioagent.simulator.ledger import SETTLEMENT_LAG, mpan_for
 from ioagent.simulator.server import RunningSimulator
 from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_EV_ID, SOURCE_BUMP, SOURCE_SMART
@@ -162,11 +161,9 @@ async def fresh(
 async def test_a_settled_week_agrees_and_a_dropped_home_bonus_shows_in_one_fetch(
     broker: Broker,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(ledger_task, "START_DELAY", 0.2)
-    monkeypatch.setattr(schedule, "LEDGER_PER_MINUTE", 60)
+    pace = LedgerPace(start_delay=0.2, per_minute=60)
     backfill_days = 10  # from a day before the week: those half-hours have no signal
     async with simulated("four_rate") as sim:
         clock = ShiftedClock(NOW, sim.state)
@@ -185,7 +182,9 @@ async def test_a_settled_week_agrees_and_a_dropped_home_bonus_shows_in_one_fetch
         # every night, and the car's smart half-hours, make both signals change many times
         assert min(stored.values()) > 2 * 7, stored
 
-        async with running_daemon(broker, sim, tmp_path, clock=clock, ledger=ledger) as d:
+        async with running_daemon(
+            broker, sim, tmp_path, clock=clock, ledger=ledger, ledger_pace=pace
+        ) as d:
             seen = await d.watcher.wait_for(
                 d.topics.tariff, lambda p: json.loads(p)["source"] == "account", timeout=30
             )
@@ -244,12 +243,14 @@ async def test_a_settled_week_agrees_and_a_dropped_home_bonus_shows_in_one_fetch
         # Here the restart stands for the next fetch, hours later: give it that hour's budget.
         store = Store.open(db)
         try:
-            store.set_meta(ledger_task.LEDGER_BUDGET_META.format(account=DEFAULT_ACCOUNT), "[]")
+            store.set_meta(LEDGER_BUDGET_META.format(account=DEFAULT_ACCOUNT), "[]")
         finally:
             store.close()
         # The restarted daemon publishes what it stored (before the change), then fetches
         # refetch_days back; its next fetch is hours away, so what changes now is that fetch.
-        async with running_daemon(broker, sim, tmp_path, clock=clock, ledger=ledger) as d:
+        async with running_daemon(
+            broker, sim, tmp_path, clock=clock, ledger=ledger, ledger_pace=pace
+        ) as d:
             stored_again = json.loads((await fresh(d, "ledger/agreement")).payload)
             # It publishes day by day as the re-fetch goes: wait for the state once the re-fetch
             # has passed every bonus half-hour (a wrong or missing change never gets there).
