@@ -220,6 +220,20 @@ def test_example_mentions_every_key_with_a_comment() -> None:
     assert not missing, f"config.example.toml lacks {sorted(missing)}"
 
 
+def test_every_key_in_the_readmes_table_is_a_real_key() -> None:
+    # Rows name a key as `section.key`, with siblings after a slash: `tariff.a` / `b`.
+    known = set(field_paths(Settings))
+    named: list[str] = []
+    for row in (ROOT / "README.md").read_text().splitlines():
+        first = row.split("|")[1].strip() if row.startswith("| `") else ""
+        keys = re.findall(r"`([a-z_.]+)`", first)
+        if keys and "." in keys[0]:
+            section = keys[0].rsplit(".", 1)[0]
+            named += [keys[0], *(f"{section}.{key}" for key in keys[1:])]
+    assert len(named) >= 20, "the README's config table was not found"
+    assert [key for key in named if key not in known] == []
+
+
 def test_every_field_has_a_description() -> None:
     def walk(model: type[BaseModel], prefix: str) -> list[str]:
         lacking = []
