@@ -113,7 +113,9 @@ async def command_overhead(
             state = SimulatorState.with_default_account(clock=utc_now)
             async with (
                 timed_simulator(state) as (sim, timings),
-                running_daemon(broker, sim, root / "data", tariff=peak_now_tariff()) as d,
+                running_daemon(
+                    broker, sim, root / "data", clock=utc_now, tariff=peak_now_tariff()
+                ) as d,
             ):
                 ioagent_nodelay = daemon_nodelay(d)
                 to_api: dict[str, list[float]] = {}

@@ -94,7 +94,7 @@ async def test_retained_state_comes_back_from_the_store_before_any_api_call(
 
     settings = daemon_settings(broker, simulator, tmp_path)
     async with watching(broker) as watcher:
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, clock=suite_now)
         task = asyncio.create_task(daemon.run())
         try:
             seen = await watcher.wait_for("ioagent/A-SIM00001/dispatches/planned", timeout=10)

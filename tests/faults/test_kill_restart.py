@@ -13,22 +13,31 @@ import random
 import signal
 import sqlite3
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from ioagent.mqtt.topics import Topics
-from ioagent.simulator.server import RunningSimulator
-from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, DEFAULT_EV_ID
-from ioagent.timeutil import iso_z, parse_iso
+from ioagent.simulator.server import RunningSimulator, run_simulator
+from ioagent.simulator.state import DEFAULT_ACCOUNT, DEFAULT_API_KEY, DEFAULT_EV_ID, SimulatorState
+from ioagent.timeutil import iso_z, parse_iso, utc_now
 from tests.broker import Broker
-from tests.clocks import suite_now
 from tests.faults.test_api_storm import rolling_maximum
 from tests.harness import Watcher, watching
 
 TOPICS = Topics("ioagent", DEFAULT_ACCOUNT)
+
+
+@pytest_asyncio.fixture
+async def simulator() -> AsyncIterator[RunningSimulator]:
+    """On the wall clock, whatever IOAGENT_TEST_START says: the daemon here is a real
+    ``ioagent run`` process, whose clock a test cannot move."""
+    async with run_simulator(SimulatorState.with_default_account(clock=utc_now)) as running:
+        yield running
 
 
 def write_config(
@@ -130,7 +139,7 @@ async def test_sigkill_mid_run_then_restart_and_sigterm(
     broker = logged_broker
     config = write_config(tmp_path / "config.toml", broker, simulator)
     output = tmp_path / "daemon.log"
-    base = suite_now().replace(second=0, microsecond=0) + timedelta(hours=2)
+    base = utc_now().replace(second=0, microsecond=0) + timedelta(hours=2)
     known = [
         add_slot(simulator, base + timedelta(minutes=7)),
         add_slot(simulator, base + timedelta(hours=2)),
@@ -199,8 +208,8 @@ async def kill_at_random_moments(
     output = tmp_path / "daemon.log"
     db = tmp_path / "data" / "ioagent.db"
     rng = random.Random(20261201)
-    base = suite_now().replace(second=0, microsecond=0) + timedelta(hours=2)
-    finished = suite_now().replace(second=0, microsecond=0) - timedelta(hours=6)
+    base = utc_now().replace(second=0, microsecond=0) + timedelta(hours=2)
+    finished = utc_now().replace(second=0, microsecond=0) - timedelta(hours=6)
     slots: list[datetime] = []
     async with watching(broker) as watcher:
         for kill in range(kills):
