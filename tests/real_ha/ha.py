@@ -13,7 +13,7 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,6 +250,48 @@ class HomeAssistant:
     async def entity_registry(self) -> dict[str, dict[str, Any]]:
         entries = await self.ws({"type": "config/entity_registry/list"})
         return {entry["entity_id"]: entry for entry in entries}
+
+    async def state_after(
+        self,
+        entity_id: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        action: Callable[[], Awaitable[None]],
+        *,
+        timeout: float = 30.0,
+        what: str = "",
+    ) -> dict[str, Any]:
+        """Run ``action``, then return the first new state of ``entity_id`` that matches, from
+        HA's ``state_changed`` events (subscribed before the action).
+
+        For an event entity, whose state is only the last event: two events from one poll
+        replace each other faster than :meth:`wait_state` can see the first.
+        """
+        assert self.session is not None
+        seen: list[dict[str, Any]] = []
+        async with self.session.ws_connect(f"{self.url}/api/websocket") as socket:
+            assert (await socket.receive_json())["type"] == "auth_required"
+            await socket.send_json({"type": "auth", "access_token": self.token})
+            assert (await socket.receive_json())["type"] == "auth_ok"
+            await socket.send_json(
+                {"id": 1, "type": "subscribe_events", "event_type": "state_changed"}
+            )
+            assert (await socket.receive_json()).get("success")
+            await action()
+            try:
+                async with asyncio.timeout(timeout):
+                    while True:
+                        message = await socket.receive_json()
+                        data = message.get("event", {}).get("data", {})
+                        if data.get("entity_id") != entity_id or not data.get("new_state"):
+                            continue
+                        seen.append(data["new_state"])
+                        if predicate(data["new_state"]):
+                            return dict(data["new_state"])
+            except TimeoutError:
+                shown = json.dumps(seen[-3:], indent=1)
+                raise AssertionError(
+                    f"{entity_id}: {what or 'condition'} not seen: {shown}"
+                ) from None
 
     async def wait_state(
         self,
