@@ -671,6 +671,45 @@ async def test_a_reply_whose_publish_outlives_its_connection_is_sent_on_the_next
     assert bridge.replies_accepted == 1
 
 
+async def test_a_command_sent_as_soon_as_the_bridge_says_online_is_heard(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen in CI (a real `ioagent run` over TLS): `online` went out before the subscription,
+    # and before the replay of every retained topic; a command sent on seeing `online` (or a
+    # replayed topic) was never delivered. A flow that waits for `online` and then sends must be
+    # heard. The replay is held here, so that the command surely arrives while it runs.
+    received: list[IncomingMessage] = []
+
+    async def on_message(message: IncomingMessage) -> None:
+        received.append(message)
+
+    bridge = make_bridge(broker, on_message)
+    replaying = asyncio.Event()
+    release = asyncio.Event()
+    replay = bridge._replay
+
+    async def held_replay(client: aiomqtt.Client) -> None:
+        replaying.set()
+        await release.wait()
+        await replay(client)
+
+    monkeypatch.setattr(bridge, "_replay", held_replay)
+    async with aiomqtt.Client(
+        broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5
+    ) as user:
+        await user.subscribe(STATUS, qos=1)
+        async with running(bridge, wait=False):
+            async for message in user.messages:
+                if message.payload == b"online":
+                    break
+            await asyncio.wait_for(replaying.wait(), timeout=5)
+            await user.publish("t/set/boost", "on", qos=1)
+            await asyncio.sleep(0.3)  # delivered to whoever is subscribed by now
+            release.set()
+            await eventually(lambda: len(received) == 1, within=10)
+    assert received[0].payload == b"on"
+
+
 async def assert_nagle_is_off(bridge: MqttBridge) -> None:
     async with running(bridge):
         client = bridge._client

@@ -444,12 +444,15 @@ class MqttBridge:
             self._client = client
             self._established = True
             try:
+                # Subscribed before saying online: a flow that sends a command as soon as it
+                # sees `online` (or a replayed topic) must be heard. What arrives meanwhile waits
+                # in the client until the reader starts, after the replay.
+                for topic in self._subscriptions:
+                    await self._subscribe(client, topic)
                 await keeping_cancellation(
                     client.publish(self._status_topic, ONLINE, qos=QOS, retain=True)
                 )
                 await self._replay(client)
-                for topic in self._subscriptions:
-                    await self._subscribe(client, topic)
                 await self._send_unsent_replies(client)
                 reader = asyncio.create_task(self._read(client), name="mqtt-read")
                 self.connected_event.set()
