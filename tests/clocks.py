@@ -5,7 +5,7 @@ day brings: a run at 05:29:50 saw the legacy night end in the middle of a test t
 payload may change (CI, stop 20). ``IOAGENT_TEST_START`` (an ISO instant, e.g.
 ``2026-12-02T05:29:45Z``) starts the wall clock of *every* test at that instant, in the daemon
 and in the simulator fixture alike, so that such a test can be found before CI finds it; see
-docs/testing.md.
+docs/reliability.md, "At a chosen time of day".
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class ShiftedClock:
 
     def real(self, instant: datetime) -> float:
         """The real (time.time) instant at which the shifted clock shows ``instant``."""
-        return (instant - (self.base() - utc_now()) - self.offset).timestamp()
+        return utc_now().timestamp() + (instant - self()).total_seconds()
 
 
 def real_time(instant: datetime) -> float:

@@ -159,8 +159,7 @@ def grid(
         before = used.get(period, timedelta(0))
         # Whole half-hours only: a half-hour that would cross the allowance is beyond it.
         within = smart and before + cost <= rules.allowance
-        if uses:
-            used[period] = before + counted
+        used[period] = before + counted  # zero when no slot here uses allowance
         in_window = any(cursor in w for w in windows)
         bonus = smart and within and (is_confirmed or rules.smart_offpeak == "planned")
         confidence: Confidence
@@ -179,7 +178,7 @@ def grid(
                 smart=smart,
                 confirmed=is_confirmed,
                 uses_allowance=uses,
-                counted=counted if uses else timedelta(0),
+                counted=counted,
                 within_allowance=within,
                 home_offpeak=in_window or bonus,
                 ev_offpeak=smart and within,

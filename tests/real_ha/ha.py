@@ -13,7 +13,7 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,13 +226,19 @@ class HomeAssistant:
             assert r.status in (200, 201), f"POST {path}: {r.status} {await r.text()}"
             return await r.json()
 
-    async def ws(self, message: dict[str, Any]) -> Any:
-        """One websocket command; returns its ``result``."""
+    @contextlib.asynccontextmanager
+    async def websocket(self) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+        """HA's websocket API, authenticated."""
         assert self.session is not None
         async with self.session.ws_connect(f"{self.url}/api/websocket") as socket:
             assert (await socket.receive_json())["type"] == "auth_required"
             await socket.send_json({"type": "auth", "access_token": self.token})
             assert (await socket.receive_json())["type"] == "auth_ok"
+            yield socket
+
+    async def ws(self, message: dict[str, Any]) -> Any:
+        """One websocket command; returns its ``result``."""
+        async with self.websocket() as socket:
             await socket.send_json({"id": 1, **message})
             reply = await socket.receive_json()
             assert reply.get("success"), reply
@@ -266,12 +272,8 @@ class HomeAssistant:
         For an event entity, whose state is only the last event: two events from one poll
         replace each other faster than :meth:`wait_state` can see the first.
         """
-        assert self.session is not None
         seen: list[dict[str, Any]] = []
-        async with self.session.ws_connect(f"{self.url}/api/websocket") as socket:
-            assert (await socket.receive_json())["type"] == "auth_required"
-            await socket.send_json({"type": "auth", "access_token": self.token})
-            assert (await socket.receive_json())["type"] == "auth_ok"
+        async with self.websocket() as socket:
             await socket.send_json(
                 {"id": 1, "type": "subscribe_events", "event_type": "state_changed"}
             )
